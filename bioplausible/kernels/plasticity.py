@@ -1,0 +1,80 @@
+"""Fused post-synaptic factors of local three-factor rules on convolutional blocks.
+
+For a block ``conv -> ρ -> max-pool(s)`` (``s = 1``: no pooling) with conv pre-activation ``a``
+(N, Ho, Wo, C) and a per-unit top-down factor ``e`` at the block output (N, Hp, Wp, C) (for CLAPP:
+broadcast gate × dendritic prediction, already divided by the number of positions it is spread
+over), the post-synaptic term at conv unit (n, q, j) is
+
+    δ[n, q, j] = e[n, p(q), j] · 1[q wins its pooling window p(q)] · ρ'(a[n, q, j]),
+
+and the weight update is the Hebbian sum over positions ``ΔW[i, j] = Σ_{n,q} x_col[n, q, i] δ[n, q, j]``
+(one BLAS product, done by the caller).  The winner of a window is the first maximum of ρ(a) in
+row-major order (as in PyTorch); for ReLU, ρ'(a) = 1[a > 0], so windows whose units are all silent
+pass nothing.  Positions outside every window (when Ho or Wo is not a multiple of s) get δ = 0.
+
+``act`` selects ρ: 0 = ReLU, 1 = identity (ρ' = 1), 2 = tanh (ρ' = 1 − ρ(a)²),
+3 = sigmoid (ρ' = ρ(a)(1 − ρ(a))).  ``r`` is ρ(a), which the forward pass has anyway.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._config import pjit
+
+ACTS = {"relu": 0, "identity": 1, "tanh": 2, "sigmoid": 3}
+
+
+@pjit
+def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
+    n, ho, wo, c = r.shape
+    hp = e.shape[1]
+    wp = e.shape[2]
+    for b in prange(n):
+        for i in range(ho):
+            for j in range(wo):
+                for k in range(c):
+                    delta[b, i, j, k] = 0.0
+        for pi in range(hp):
+            for pj in range(wp):
+                for k in range(c):
+                    bi = pi * s
+                    bj = pj * s
+                    best = r[b, bi, bj, k]
+                    for u in range(s):
+                        for v in range(s):
+                            val = r[b, pi * s + u, pj * s + v, k]
+                            if val > best:
+                                best = val
+                                bi = pi * s + u
+                                bj = pj * s + v
+                    rv = r[b, bi, bj, k]
+                    if act == 0:
+                        d = 1.0 if rv > 0 else 0.0
+                    elif act == 1:
+                        d = 1.0
+                    elif act == 2:
+                        d = 1.0 - rv * rv
+                    else:
+                        d = rv * (1.0 - rv)
+                    delta[b, bi, bj, k] = e[b, pi, pj, k] * d
+
+
+def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu") -> np.ndarray:
+    """Checked wrapper of :func:`pooled_post_kernel`; returns δ with the shape of ``r``."""
+    if act not in ACTS:
+        raise ValueError(f"unknown activation {act!r} for a local rule; allowed: {', '.join(ACTS)}")
+    if r.ndim != 4 or e.ndim != 4 or r.shape[0] != e.shape[0] or r.shape[3] != e.shape[3]:
+        raise ValueError(f"pooled_post expects r (N, Ho, Wo, C) and e (N, Hp, Wp, C); got "
+                         f"r{r.shape}, e{e.shape}")
+    if e.shape[1] != r.shape[1] // pool or e.shape[2] != r.shape[2] // pool:
+        raise ValueError(f"with pool {pool}, e must be (N, {r.shape[1] // pool}, "
+                         f"{r.shape[2] // pool}, C); got {e.shape}")
+    dt = np.result_type(r.dtype, e.dtype)
+    if dt not in (np.float32, np.float64):
+        dt = np.float32
+    r = np.ascontiguousarray(r, dtype=dt)
+    e = np.ascontiguousarray(e, dtype=dt)
+    delta = np.empty_like(r)
+    pooled_post_kernel(r, e, int(pool), ACTS[act], delta)
+    return delta

@@ -1,0 +1,9 @@
+"""Learning rules.  Each rule implements ``step(encoder, batch) -> metrics`` (see ``base.Rule``).
+
+* ``backprop.Supervised`` -- cross-entropy, gradients through every block (the reference);
+* ``ssl.EndToEnd`` -- InfoNCE (SimCLR), end-to-end hinge CPC, SimSiam, BYOL by backprop;
+* ``ssl.LayerWise`` -- Greedy InfoMax: layer-wise InfoNCE, gradients stopped at block boundaries;
+* ``clapp.CLAPP`` -- CLAPP and CLAPP-s: explicit local three-factor updates, no backprop.
+
+Submodules are imported on use, so ``import bioplausible.rules`` compiles nothing.
+"""

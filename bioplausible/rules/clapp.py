@@ -1,0 +1,230 @@
+r"""CLAPP: contrastive, local and predictive plasticity (Illing, Ventura, Bellec & Gerstner 2021).
+
+Every block l learns on its own, from what its neurons and synapses can know.  The block's code
+z = GAP(block output) of a *target* input is compared with a prediction made from the code c of a
+*context* input (another view of the same image after a "saccade", or the patch above in a grid):
+
+    u = zᵀ W_pred c,      L_l = max(0, 1 − y·u),      y = +1 (same image) / −1 (other image).
+
+With the broadcast gate γ = y · H(1 − y·u) (H = Heaviside: learning happens only when the hinge is
+active, with the sign telling "same" or "other"), the updates are descent directions of L_l:
+
+    ΔW_pred   = η γ z cᵀ                                           (predictor: Hebbian × γ)
+    ΔW_ji     = η γ [ (W_pred c)_j ρ'(a_j) x_i |target + (W_retro z)_j ρ'(a_j) x_i |context ]
+
+for the feed-forward weights of the block: a **three-factor** product of the broadcast modulator γ,
+a dendritic prediction ((W_pred c)_j at the target, the retrodiction (W_retro z)_j at the context),
+and the Hebbian pre/post term ρ'(a_j) x_i.  For a convolution, unit j is a channel and the product
+is summed over positions, routed through the block's max-pool to the winning unit and divided by the
+number of pooled positions (the GAP); ``kernels.plasticity.pooled_post`` computes the post-synaptic
+factor in one fused numba kernel and the sum over positions is one BLAS product.  W_retro learns
+with the same gate: ΔW_retro = η γ c zᵀ.
+
+No gradient crosses a block boundary, no weight is transported: in ``clapp`` the retrodiction uses
+its own matrix W_retro.  Variants:
+
+* ``clapp`` -- separate W_pred and W_retro; each sample gets either a positive (y = +1, p = 1/2) or a
+  negative (y = −1, target from another image) update.
+* ``clapp_s`` -- shared W_pred (W_retro = W_predᵀ); one positive and K negatives per sample, both
+  updates at every step: L = hinge(positive) + mean_k hinge(negative_k).
+
+With W_retro = W_predᵀ the update is exactly −η ∂L_l/∂θ of the block-local hinge loss
+(tests/test_clapp.py checks this against finite differences and torch autograd).  Updates are
+applied with Adam (per block), as in the paper's implementation.
+
+Positives (``positives=``): ``views`` -- two augmented views of each image (context = view 1,
+target = view 2); ``grid`` -- CPC-style patch grid: overlapping patches (``patch`` pixels, stride
+``patch_stride``) encoded separately, the patch ``k`` rows below is predicted from each context patch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..encoders import Block
+from ..errors import UserError
+from ..kernels.plasticity import pooled_post
+from .base import Rule, make_optimizer
+
+VARIANTS = ("clapp", "clapp_s")
+POSITIVES = ("views", "grid")
+
+
+class _BlockParts:
+    """A block seen as [flatten] -> weights (conv2d | dense) -> activation -> [max-pool]."""
+
+    def __init__(self, block: Block, index: int):
+        from ..layers import Conv2d, Dense, Flatten, MaxPool2d
+        from ..kernels.plasticity import ACTS
+
+        layers = list(block.layers)
+        self.flatten = None
+        if layers and isinstance(layers[0], Flatten):
+            self.flatten = layers.pop(0)
+        ok = len(layers) in (2, 3) and isinstance(layers[0], (Conv2d, Dense))
+        act = type(layers[1]).__name__.lower() if ok else ""
+        act = {"relu": "relu", "identity": "identity", "tanh": "tanh", "sigmoid": "sigmoid"}.get(act)
+        ok = ok and act in ACTS
+        if ok and len(layers) == 3:
+            pool = layers[2]
+            ok = (isinstance(pool, MaxPool2d) and tuple(pool.stride) == tuple(pool.size)
+                  and pool.size[0] == pool.size[1])
+        if not ok:
+            raise UserError(f"CLAPP needs blocks of the form [flatten] -> conv2d|dense -> "
+                            f"relu|tanh|sigmoid|identity -> [maxpool2d with stride = size]; block "
+                            f"{index} is {block!r}")
+        self.weights, self.act_layer, self.act = layers[0], layers[1], act
+        self.pool = layers[2].size[0] if len(layers) == 3 else 1
+        self.layers = block.layers
+
+    def forward(self, x):
+        if self.flatten is not None:
+            x = self.flatten(x)
+        a, wcache = self.weights.forward(x)
+        r = self.act_layer(a)
+        h = r
+        if self.pool > 1:
+            h = self.layers[-1](r)
+        return h, r, wcache
+
+    def update(self, wcache, r, dh):
+        """Gradient (descent direction negated) of the block's parameters from dL/d(output)."""
+        r4 = r if r.ndim == 4 else r[:, None, None, :]
+        dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
+        delta = pooled_post(r4, dh4, self.pool, self.act).reshape(r.shape)
+        _, g = self.weights.backward(wcache, delta, need_dx=False)
+        grads = [{} for _ in self.layers]
+        grads[self.layers.index(self.weights)] = g
+        return grads
+
+
+def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
+    """Block-local CLAPP loss over pairs and its gradients.
+
+    ``Z`` (B, D): codes of every input of the batch; pair p compares target ``Z[ti[p]]`` with the
+    prediction from context ``Z[ci[p]]``, label ``y[p]`` = ±1, weight ``w[p]`` (the loss is
+    Σ_p w_p max(0, 1 − y_p u_p)).  ``W_retro=None`` means shared weights (W_retro = W_predᵀ).
+
+    Returns ``(loss, dZ, dW_pred, dW_retro or None, u)`` -- gradients of the loss (the retrodiction
+    term of dZ uses W_retro, so it is the exact gradient only for shared weights).
+    """
+    zc, zt = Z[ci], Z[ti]
+    pred = zc @ W_pred.T                              # (P, D): W_pred c
+    u = np.einsum("pd,pd->p", zt, pred)
+    margin = 1.0 - y * u
+    active = margin > 0
+    loss = float(np.sum(w * np.maximum(margin, 0.0)))
+    gu = (-(y * active) * w).astype(Z.dtype)           # dL/du = −γ·w
+    retro = zt @ (W_pred if W_retro is None else W_retro.T)   # (P, D): W_retro z
+    dZ = np.zeros_like(Z)
+    np.add.at(dZ, ti, gu[:, None] * pred)
+    np.add.at(dZ, ci, gu[:, None] * retro)
+    dW_pred = (gu[:, None] * zt).T @ zc
+    dW_retro = None if W_retro is None else (gu[:, None] * zc).T @ zt
+    return loss, dZ, dW_pred, dW_retro, u
+
+
+def patch_grid(x: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, int, int]:
+    """(N, H, W, C) -> (N·gh·gw, patch, patch, C) patches in row-major grid order, and gh, gw."""
+    n, h, w, c = x.shape
+    if patch > min(h, w):
+        raise UserError(f"patch size {patch} is larger than the images ({h}x{w})")
+    gh, gw = (h - patch) // stride + 1, (w - patch) // stride + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(1, 2))
+    win = win[:, ::stride, ::stride][:, :gh, :gw]          # (N, gh, gw, C, p, p)
+    out = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * gh * gw, patch, patch, c)
+    return out, gh, gw
+
+
+class CLAPP(Rule):
+    """Layer-wise CLAPP with explicit three-factor updates (see the module docstring)."""
+
+    local = True
+
+    def __init__(self, encoder, view_cfg, variant: str = "clapp", positives: str = "views", norm=None,
+                 lr: float = 3e-4, optimizer: str = "adam", weight_decay: float = 0.0,
+                 negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
+                 k: int = 1, pred_scale: float = 0.1, seed: int = 0):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise UserError(f"unknown CLAPP variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        if positives not in POSITIVES:
+            raise UserError(f"unknown positives {positives!r}; allowed: {', '.join(POSITIVES)}")
+        if negatives < 1:
+            raise UserError(f"negatives must be >= 1, got {negatives}")
+        self.name, self.variant, self.positives = variant, variant, positives
+        self.view_cfg, self.negatives, self.k, self.norm = view_cfg, negatives, k, norm
+        size = min(encoder.in_shape[:2]) if len(encoder.in_shape) == 3 else None
+        if positives == "grid":
+            if size is None:
+                raise UserError("grid positives need image inputs")
+            self.patch = patch or size // 2
+            self.patch_stride = patch_stride or self.patch // 2
+        self.parts = [_BlockParts(b, i) for i, b in enumerate(encoder.blocks)]
+        rng = np.random.default_rng([seed, 8])
+        self.preds = []
+        for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
+            mats = {"w_pred": (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)}
+            if variant == "clapp":
+                mats["w_retro"] = (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
+            self.preds.append(mats)
+            self.modules[f"pred{i}"] = [mats]
+            self.optimizers[f"block{i}"] = make_optimizer(b.params + [mats], optimizer, lr,
+                                                          weight_decay)
+
+    # -- which inputs, which pairs ----------------------------------------------------------
+    def make_inputs(self, x: np.ndarray, rng: np.random.Generator):
+        """Returns (inputs, ci, ti, y, w): the batch to encode and the (context, target) pairs."""
+        from ..views import derangement
+        from .ssl import two_views
+
+        n = len(x)
+        if self.positives == "views":
+            X = two_views(x, self.view_cfg, rng, self.norm)
+            ctx = np.arange(n)
+            tgt_same, others = n + np.arange(n), [n + derangement(n, rng) for _ in range(self.negatives)]
+        else:
+            flip = rng.random(n) < 0.5           # patches keep their geometry: flips only
+            x = x.copy()
+            x[flip] = x[flip, :, ::-1]
+            X, gh, gw = patch_grid(x, self.patch, self.patch_stride)
+            if gh <= self.k:
+                raise UserError(f"a {gh}x{gw} patch grid has no patch {self.k} rows below")
+            g = gh * gw
+            img = np.repeat(np.arange(n), (gh - self.k) * gw)
+            pos = np.tile(np.arange((gh - self.k) * gw), n)
+            ctx = img * g + pos
+            tgt_same = ctx + self.k * gw
+            others = [derangement(n, rng)[img] * g + pos + self.k * gw for _ in range(self.negatives)]
+        m = len(ctx)
+        if self.variant == "clapp":
+            y = np.where(rng.random(m) < 0.5, 1.0, -1.0)
+            ti = np.where(y > 0, tgt_same, others[0])
+            return X, ctx, ti, y, np.full(m, 1.0 / m)
+        K = len(others)
+        ci = np.concatenate([ctx] * (K + 1))
+        ti = np.concatenate([tgt_same] + others)
+        y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
+        w = np.concatenate([np.full(m, 1.0 / m)] + [np.full(m, 1.0 / (m * K))] * K)
+        return X, ci, ti, y, w
+
+    def step(self, encoder, batch: dict) -> dict:
+        X, ci, ti, y, w = self.make_inputs(batch["x"], batch["rng"])
+        y, w = y.astype(np.float32), w.astype(np.float32)
+        metrics, h = {}, X
+        for i, part in enumerate(self.parts):
+            out, r, wcache = part.forward(h)
+            Z = Block.code(out)
+            P = self.preds[i]
+            loss, dZ, dWp, dWr, u = hinge_pairs(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"))
+            grads = part.update(wcache, r, Block.code_backward(out.shape, dZ))
+            pg = {"w_pred": dWp}
+            if dWr is not None:
+                pg["w_retro"] = dWr
+            self.optimizers[f"block{i}"].step(grads + [pg])
+            metrics[f"loss_b{i + 1}"] = loss
+            metrics[f"acc_b{i + 1}"] = float(np.mean((u > 0) == (y > 0)))
+            h = out       # the next block sees this block's output; nothing flows back
+        L = len(self.parts)
+        metrics["loss"] = metrics[f"loss_b{L}"]
+        return metrics
+

@@ -1,0 +1,223 @@
+"""CLAPP's explicit three-factor update equals the gradient of the block-local hinge loss."""
+import numpy as np
+import pytest
+
+from bioplausible import encoders
+from bioplausible.encoders import Block
+from bioplausible.kernels.plasticity import pooled_post
+from bioplausible.rules.clapp import CLAPP, _BlockParts, hinge_pairs, patch_grid
+
+RECIPES = {
+    "conv_pool": {"name": "t", "block": [{"layers": [
+        {"type": "conv2d", "out": 3, "kernel": 3, "padding": 1}, {"type": "relu"},
+        {"type": "maxpool2d", "size": 2}]}]},
+    "conv_nopool": {"name": "t", "block": [{"layers": [
+        {"type": "conv2d", "out": 3, "kernel": 3, "padding": 1, "stride": 2}, {"type": "relu"}]}]},
+    "dense": {"name": "t", "block": [{"layers": [
+        {"type": "flatten"}, {"type": "dense", "out": 5}, {"type": "tanh"}]}]},
+}
+
+
+def _block64(kind, in_shape=(6, 6, 2)):
+    enc = encoders.build(RECIPES[kind], in_shape, seed=3)
+    for p in enc.params:
+        for k in p:
+            p[k] = p[k].astype(np.float64)
+    return enc.blocks[0]
+
+
+def _pairs(n):
+    # synthetic pairs: context i of view 1 with target of view 2 (same image or another image)
+    ci = np.concatenate([np.arange(n), np.arange(n)])
+    ti = np.concatenate([n + np.arange(n), n + np.roll(np.arange(n), 1)])
+    y = np.concatenate([np.ones(n), -np.ones(n)])
+    w = np.full(2 * n, 1.0 / (2 * n))
+    return ci, ti, y, w
+
+
+def _loss(block, X, W, ci, ti, y, w, Wc=None):
+    """Naive block-local hinge loss from the paper's formula, one pair at a time."""
+    Z = Block.code(block(X))
+    total = 0.0
+    for c_, t_, y_, w_ in zip(ci, ti, y, w):
+        u = Z[t_] @ W @ Z[c_]
+        total += w_ * max(0.0, 1.0 - y_ * u)
+    return total
+
+
+def _explicit(block, X, W, ci, ti, y, w, W_retro=None):
+    part = _BlockParts(block, 0)
+    out, r, wc = part.forward(X)
+    Z = Block.code(out)
+    loss, dZ, dW, dWr, u = hinge_pairs(Z, ci, ti, y, w, W, W_retro)
+    grads = part.update(wc, r, Block.code_backward(out.shape, dZ))
+    return loss, grads[part.layers.index(part.weights)], dW, dWr
+
+
+def _fd(f, arr, idx, eps=1e-6):
+    old = arr[idx]
+    arr[idx] = old + eps
+    up = f()
+    arr[idx] = old - eps
+    down = f()
+    arr[idx] = old
+    return (up - down) / (2 * eps)
+
+
+def _rel(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+@pytest.mark.parametrize("kind", list(RECIPES))
+def test_shared_update_equals_gradient_finite_differences(kind):
+    rng = np.random.default_rng(0)
+    block = _block64(kind)
+    n = 4
+    X = 4.0 * rng.standard_normal((2 * n, 6, 6, 2))
+    d = block.out_shape[-1]
+    W = rng.standard_normal((d, d)) * 2.0
+    ci, ti, y, w = _pairs(n)
+    loss, g, dW, _ = _explicit(block, X, W, ci, ti, y, w)
+    f = lambda: _loss(block, X, W, ci, ti, y, w)
+    assert loss == pytest.approx(f(), rel=1e-12)
+    assert 0 < loss
+    wt = block.layers[1 if kind == "dense" else 0].params
+    checked = 0
+    for name in ("w", "b"):
+        for flat in rng.choice(wt[name].size, min(6, wt[name].size), replace=False):
+            idx = np.unravel_index(flat, wt[name].shape)
+            num = _fd(f, wt[name], idx)
+            if abs(num) > 1e-9:
+                assert _rel(g[name][idx], num) < 1e-6, (name, idx, g[name][idx], num)
+                checked += 1
+            else:
+                assert abs(g[name][idx]) < 1e-8
+    assert checked >= 4
+    for idx in [(0, 0), (d - 1, 0), (1, d - 1)]:
+        assert _rel(dW[idx], _fd(f, W, idx)) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["conv_pool", "conv_nopool"])
+def test_prediction_and_retrodiction_terms_separately(kind):
+    """With separate W_retro the target term is the gradient through the target, the context term
+    is the gradient of the same gated score with W_retro in place of W_predᵀ."""
+    rng = np.random.default_rng(1)
+    block = _block64(kind)
+    n = 3
+    X = 4.0 * rng.standard_normal((2 * n, 6, 6, 2))
+    d = block.out_shape[-1]
+    W = rng.standard_normal((d, d))
+    Wr = rng.standard_normal((d, d))
+    ci, ti, y, w = _pairs(n)
+    frozen = Block.code(block(X)).copy()
+    Z0 = frozen
+    u0 = np.einsum("pd,pd->p", Z0[ti], Z0[ci] @ W.T)
+    gate = (1 - y * u0 > 0).astype(float)
+    wt = block.layers[0].params
+
+    def target_only():   # contexts frozen
+        Z = Block.code(block(X))
+        return sum(wp * g_ * -yp * (Z[t] @ W @ Z0[c]) for c, t, yp, wp, g_ in zip(ci, ti, y, w, gate))
+
+    def context_only():  # targets frozen, dendritic factor W_retro z
+        Z = Block.code(block(X))
+        return sum(wp * g_ * -yp * (Z0[c] @ (Wr @ Z0[t])) * 0 + wp * g_ * -yp * (Z[c] @ (Wr @ Z0[t]))
+                   for c, t, yp, wp, g_ in zip(ci, ti, y, w, gate))
+
+    # explicit update split into its two terms by zeroing the other pair side
+    part = _BlockParts(block, 0)
+    out, r, wc = part.forward(X)
+    Z = Block.code(out)
+    _, dZ, dW, dWr, _ = hinge_pairs(Z, ci, ti, y, w, W, Wr)
+    dZ_t, dZ_c = np.zeros_like(dZ), np.zeros_like(dZ)
+    dZ_t[n:], dZ_c[:n] = dZ[n:], dZ[:n]
+    gt = part.update(wc, r, Block.code_backward(out.shape, dZ_t))[0]
+    gc = part.update(wc, r, Block.code_backward(out.shape, dZ_c))[0]
+    for flat in rng.choice(wt["w"].size, 6, replace=False):
+        idx = np.unravel_index(flat, wt["w"].shape)
+        for g_, f in ((gt, target_only), (gc, context_only)):
+            num = _fd(f, wt["w"], idx)
+            if abs(num) > 1e-9:
+                assert _rel(g_["w"][idx], num) < 1e-6
+    # W_retro's update is the same gated Hebbian product, transposed: γ c zᵀ
+    expect = sum(wp * g_ * -yp * np.outer(Z[c], Z[t]) for c, t, yp, wp, g_ in zip(ci, ti, y, w, gate))
+    np.testing.assert_allclose(dWr, expect, rtol=1e-12, atol=1e-14)
+    # with W_retro = W_predᵀ the separate and shared updates coincide
+    a = _explicit(block, X, W, ci, ti, y, w, W.T.copy())
+    b = _explicit(block, X, W, ci, ti, y, w)
+    np.testing.assert_allclose(a[1]["w"], b[1]["w"], rtol=1e-12)
+    np.testing.assert_allclose(a[3], b[2].T, rtol=1e-12)
+
+
+def test_explicit_update_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    block = _block64("conv_pool", (8, 8, 2))
+    n = 4
+    X = rng.standard_normal((2 * n, 8, 8, 2))
+    W = rng.standard_normal((3, 3))
+    ci, ti, y, w = _pairs(n)
+    _, g, dW, _ = _explicit(block, X, W, ci, ti, y, w)
+    conv = block.layers[0].params
+    tw = torch.tensor(conv["w"].transpose(3, 2, 0, 1).copy(), requires_grad=True)
+    tb = torch.tensor(conv["b"].copy(), requires_grad=True)
+    tW = torch.tensor(W, requires_grad=True)
+    tx = torch.tensor(X.transpose(0, 3, 1, 2).copy())
+    h = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(tx, tw, tb, padding=1)), 2)
+    Z = h.mean(dim=(2, 3))
+    u = (Z[ti] * (Z[ci] @ tW.T)).sum(1)
+    loss = (torch.tensor(w) * torch.clamp(1 - torch.tensor(y) * u, min=0)).sum()
+    loss.backward()
+    np.testing.assert_allclose(g["w"], tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g["b"], tb.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dW, tW.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def _pooled_post_reference(r, e, s):
+    out = np.zeros_like(r)
+    n, hp, wp, c = e.shape
+    for b in range(n):
+        for i in range(hp):
+            for j in range(wp):
+                for k in range(c):
+                    win = r[b, i * s:(i + 1) * s, j * s:(j + 1) * s, k]
+                    u, v = np.unravel_index(np.argmax(win), win.shape)   # first maximum
+                    if win[u, v] > 0:
+                        out[b, i * s + u, j * s + v, k] = e[b, i, j, k]
+    return out
+
+
+@pytest.mark.parametrize("shape,s", [((1, 4, 4, 1), 2), ((3, 7, 5, 4), 2), ((2, 6, 6, 3), 3),
+                                     ((2, 5, 5, 2), 1)])
+def test_pooled_post_kernel_matches_reference(shape, s):
+    rng = np.random.default_rng(4)
+    r = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)
+    e = rng.standard_normal((shape[0], shape[1] // s, shape[2] // s, shape[3])).astype(np.float32)
+    np.testing.assert_array_equal(pooled_post(r, e, s), _pooled_post_reference(r, e, s))
+    z = np.zeros(shape, np.float32)
+    assert not pooled_post(z, e, s).any()
+
+
+def test_patch_grid_layout():
+    x = np.arange(2 * 8 * 8 * 1, dtype=np.float32).reshape(2, 8, 8, 1)
+    p, gh, gw = patch_grid(x, 4, 2)
+    assert (gh, gw) == (3, 3) and p.shape == (18, 4, 4, 1)
+    np.testing.assert_array_equal(p[1 * 9 + 1 * 3 + 2], x[1, 2:6, 4:8])
+
+
+@pytest.mark.parametrize("variant,positives", [("clapp", "views"), ("clapp_s", "views"),
+                                               ("clapp", "grid"), ("clapp_s", "grid")])
+def test_rule_step_reduces_the_local_loss(variant, positives):
+    """A few steps of CLAPP lower every block's hinge loss on a fixed synthetic batch."""
+    from bioplausible import views
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 12, 12, 1)).astype(np.float32)   # synthetic images
+    enc = encoders.build("conv3", (12, 12, 1), seed=0)
+    rule = CLAPP(enc, views.preset("fashion_mnist"), variant=variant, positives=positives,
+                 lr=3e-3, negatives=2, seed=0)
+    first = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(0)})
+    for _ in range(30):
+        last = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(0)})
+    for b in (1, 2, 3):
+        assert last[f"loss_b{b}"] < first[f"loss_b{b}"]
