@@ -152,7 +152,8 @@ def main(argv=None):
             t = time.perf_counter()
             step(layers, x)
             first = time.perf_counter() - t
-            tag = "first call (compile + 1 step)" if not first_done else "first call (1 step, kernels compiled)"
+            tag = ("first call (compile, or load from numba cache, + 1 step)" if not first_done
+                   else "first call (1 step, kernels compiled)")
             print(f"{name:9s} {tag}: {first:.2f} s")
             first_done = True
 

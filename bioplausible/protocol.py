@@ -48,7 +48,11 @@ def evaluate_features(ftr, ytr, fte, yte, *, prefix: str, knn: bool = False, few
     if knn:
         out[f"knn_{prefix.split('_')[-1]}"] = knn_accuracy(ftr, ytr, fte, yte, k=20)
     if few:
+        counts = np.bincount(ytr)
         for per in (10, 100):
+            if counts[counts > 0].min() < per:      # tiny smoke subsets: not enough labels
+                out[f"few{per}_{prefix.split('_')[-1]}"] = float("nan")
+                continue
             r = few_label_probe(ftr, ytr, fte, yte, per_class=per, draws=5, rng=rng, l2=l2)
             out[f"few{per}_{prefix.split('_')[-1]}"] = r["mean"]
             out[f"few{per}_{prefix.split('_')[-1]}_sd"] = r["sd"]
@@ -80,7 +84,7 @@ def protocol_eval(encoder, data, *, quick: bool = False, quick_train: int = 1000
         for l in range(L):
             rep = representation_report(cte[l])
             out[f"eff_rank_b{l + 1}"] = float(rep["effective_rank"])
-            out[f"dead_b{l + 1}"] = float(rep["dead_units"])
+            out[f"dead_b{l + 1}"] = float(rep["dead_fraction"])
             out[f"collapse_std_b{l + 1}"] = float(rep["collapse_std"])
             for w in rep.get("warnings", []):
                 warnings.warn(f"block {l + 1}: {w}", RuntimeWarning, stacklevel=2)

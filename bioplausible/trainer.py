@@ -63,6 +63,10 @@ def fit(rule, encoder, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size:
             run.checkpoint(encoder.state_dict() | rule.state_dict(),
                            {"epoch": epoch, "batch": batch, "sums": sums})
 
+    if run is not None and start_epoch >= epochs and run.n_rows("epoch"):
+        done = run.metrics("epoch")            # finished earlier: report its last epoch
+        return {k: float(v[-1]) for k, v in done.items()}
+
     for epoch in range(start_epoch, epochs):
         perm = np.random.default_rng([seed, 2, epoch]).permutation(n)
         b0 = start_batch if epoch == start_epoch else 0

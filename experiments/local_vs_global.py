@@ -99,8 +99,10 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
     run = open_run(out, name, run_cfg, seed, enc.recipe_text, resume)
     row = {"arm": arm, "seed": seed}
     with run:
-        if arm == "pixels":
+        if arm == "pixels":           # raw pixels stand in the block-3 columns of the table
             res = pixel_eval(data, seed=seed)
+            n_blocks = len(enc.blocks)
+            res = {f"probe2x2_b{n_blocks}": res["probe_pixels"], f"knn_b{n_blocks}": res["knn_pixels"]}
             row.update(res)
         else:
             if arm != "random":

@@ -99,8 +99,9 @@ def test_col2im_matches_reference(shape, k, s, p, dtype, variant, rng):
 
 
 @pytest.mark.parametrize("k,s,p", [((3, 3), (1, 1), (1, 1)), ((5, 3), (2, 2), (2, 0))])
-def test_conv_kernels_large_inputs_dispatch_to_parallel(k, s, p, rng):
+def test_conv_kernels_large_inputs_dispatch_to_parallel(k, s, p, rng, monkeypatch):
     """Arrays above PARALLEL_MIN go through the wrapper's parallel path: same result as serial."""
+    monkeypatch.setattr(kconv, "PARALLEL_MIN", 1 << 15)
     x = rng.standard_normal((5, 30, 29, 7)).astype(np.float32)
     cols = im2col(x, k, s, p, bias_column=True)
     assert cols.size >= kconv.PARALLEL_MIN
@@ -300,7 +301,7 @@ KERNELS = [kconv.im2col_serial, kconv.im2col_parallel, kconv.col2im_serial, kcon
            act.tanh_bwd, act.sigmoid_bwd, act.softplus_bwd]
 
 
-def test_at_most_two_specialisations_per_kernel(rng):
+def test_at_most_two_specialisations_per_kernel(rng, monkeypatch):
     """float32 and float64 only: the checked callers never pass other dtypes or layouts.
 
     Run every layer in both dtypes on small and large inputs (serial and parallel kernels), given
@@ -308,6 +309,8 @@ def test_at_most_two_specialisations_per_kernel(rng):
     count the compiled signatures of every kernel.
     """
     from bioplausible import layers as L
+    monkeypatch.setattr(kconv, "PARALLEL_MIN", 1 << 15)  # the large inputs take the parallel path
+    monkeypatch.setattr(kpool, "PARALLEL_MIN", 1 << 15)
     for dtype in (np.float32, np.float64):
         for shape in [(2, 9, 8, 3), (2, 48, 48, 3)]:
             x = rng.standard_normal(shape).astype(dtype)

@@ -450,6 +450,24 @@ def test_dropped_buffers_are_reused_and_layers_pickle(rng):
     assert "_pool" not in pickle.loads(pickle.dumps(conv)).__dict__
 
 
+def test_conv2d_chunked_backward_and_empty_batch(rng, monkeypatch):
+    """dx is computed in blocks of images; any block size (here 1 and 3 images) gives the same dx."""
+    import bioplausible.layers.conv as lconv
+    conv = Conv2d(3, 4, 3, stride=2, padding=1, rng=rng)
+    x = rng.standard_normal((7, 9, 8, 3)).astype(np.float32)
+    y, cache = conv.forward(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx_full = conv.backward(cache, g)[0].copy()
+    per_img = y.shape[1] * y.shape[2] * 27 * 4
+    for imgs in (1, 3):
+        monkeypatch.setattr(lconv, "_CHUNK_BYTES", imgs * per_img)
+        np.testing.assert_allclose(conv.backward(cache, g)[0], dx_full, rtol=1e-6, atol=1e-7)
+    y0, c0 = conv.forward(np.zeros((0, 9, 8, 3), np.float32))
+    dx0, g0 = conv.backward(c0, y0)
+    assert y0.shape == (0, 5, 4, 4) and dx0.shape == (0, 9, 8, 3)
+    np.testing.assert_array_equal(g0["w"], 0)
+
+
 def test_float32_and_float64_agree(rng):
     conv = Conv2d(3, 5, 3, stride=2, padding=2, rng=rng)
     x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)

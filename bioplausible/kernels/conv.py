@@ -13,9 +13,12 @@ copy.  Entries that fall into the zero padding are 0.
 read from (``dx = col2im(dy2d @ W2d.T)``).  It is written as a *gather* over input rows, so that every
 parallel iteration writes a disjoint slice of the output: no races, no atomics, any stride.
 
-Kernels take C-contiguous, writeable float32 or float64 arrays and Python ints; the checked wrappers
-(:func:`im2col`, :func:`col2im`) guarantee this, so numba compiles exactly two specialisations
-(float32, float64) of each kernel.
+Each kernel exists twice, compiled from the same source: ``*_serial`` (cached on disk) and
+``*_parallel`` (``prange`` over output/input rows, not cached, per the numba policy).
+``im2col_kernel`` / ``col2im_kernel`` pick the parallel one for arrays of at least
+:data:`PARALLEL_MIN` elements.  Kernels take C-contiguous, writeable float32 or float64 arrays and
+Python ints; the checked wrappers (:func:`im2col`, :func:`col2im`) and the layers guarantee this, so
+numba compiles exactly two specialisations (float32, float64) of each kernel.
 """
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ from ._config import jit, pjit
 
 __all__ = ["conv_out_size", "im2col", "col2im", "im2col_kernel", "col2im_kernel", "PARALLEL_MIN"]
 
-#: below this many output elements the serial (cached) variant runs: a parallel launch costs more
-#: than it saves on small arrays, and on a busy machine much more.
-PARALLEL_MIN = 1 << 15
+#: arrays with at least this many elements use the ``*_parallel`` kernels.  Off by default
+#: (2**62): measured on 2 cores, alternating numba's OpenMP threads with OpenBLAS's threads (which
+#: spin for a while after every sgemm) made the conv3 step ~30% *slower* than serial kernels next
+#: to a 2-thread BLAS; on a busy machine much worse.  Set e.g. ``1 << 15`` to experiment.
+PARALLEL_MIN = 1 << 62
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: int) -> int:

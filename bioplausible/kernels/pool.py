@@ -12,9 +12,12 @@ Average pooling::
 
     y[b, oh, ow, c] = 1/(kh*kw) * sum_{i<kh, j<kw} x[b, oh*sh + i, ow*sw + j, c]
 
-Backward kernels scatter-add into ``dx`` and are parallel over the batch, so overlapping windows
-(stride < size) are race-free.  Every kernel takes C-contiguous writeable float32 or float64 arrays,
-``arg`` is always int32 and the flags are Python ints/bools: two specialisations per kernel.
+Max-pool backward *gathers* when windows do not overlap (stride >= size: each dx entry written
+once, parallel over input rows) and otherwise scatter-adds, parallel over the batch so overlapping
+windows are race-free.  Every kernel exists as ``*_serial`` (cached) and ``*_parallel`` (not
+cached); the ``*_kernel`` entry points choose by size (:data:`PARALLEL_MIN`).  Every kernel takes
+C-contiguous writeable float32 or float64 arrays, ``arg`` is always int32 and the flags are Python
+ints/bools: two specialisations per kernel.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ from ._config import jit, pjit
 __all__ = ["maxpool_fwd_kernel", "maxpool_bwd_kernel", "avgpool_fwd_kernel", "avgpool_bwd_kernel",
            "PARALLEL_MIN"]
 
-#: below this many input elements the serial (cached) variant of a kernel runs
-PARALLEL_MIN = 1 << 15
+#: arrays with at least this many elements use the ``*_parallel`` kernels; off by default, see
+#: ``bioplausible.kernels.conv.PARALLEL_MIN`` for why
+PARALLEL_MIN = 1 << 62
 
 
 def _maxpool_fwd(x, kh, kw, sh, sw, relu, y, arg):  # pragma: no cover - compiled

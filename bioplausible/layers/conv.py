@@ -10,6 +10,9 @@ from ._util import ParamLayer, check_float, check_grad, pair, positive_int, requ
 from .base import Layer, ShapeError
 
 
+_CHUNK_BYTES = 8 << 20  # size of the dy Wᵀ block that col2im consumes while it is still in cache
+
+
 class ConvCache(NamedTuple):
     """What :meth:`Conv2d.backward` (and a local rule) needs.
 
@@ -45,7 +48,8 @@ class Conv2d(ParamLayer, Layer):
     Computation: ``cols = im2col(x)`` (numba, parallel), then one sgemm
     ``y = cols @ [W; b]`` -- the bias enters as a weight row on a constant-1 column of ``cols`` --
     whose (N*Ho*Wo, c_out) result is the NHWC output.  Backward: ``[dW; db] = colsᵀ dy`` (one
-    sgemm); ``dx = col2im(dy Wᵀ)`` (sgemm + numba), skipped when ``need_dx=False``.
+    sgemm); ``dx = col2im(dy Wᵀ)`` (sgemm + numba, in blocks of images so that ``dy Wᵀ`` is read
+back from cache, not memory), skipped when ``need_dx=False``.
 
     Cache: :class:`ConvCache` with the im2col matrix ``cols`` (kept so backward does not recompute
     it).  :meth:`weight_grads` turns any post-synaptic factor δ of the output's shape into
@@ -136,14 +140,23 @@ class Conv2d(ParamLayer, Layer):
         if not need_dx:
             return None, grads
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        d2 = dy.reshape(-1, self.c_out)
+        n = cache.x_shape[0]
+        rows = cache.y_shape[1] * cache.y_shape[2]  # im2col rows per image
         w2 = self.params["w"].reshape(-1, self.c_out)
-        dcols = self._get((d2.shape[0], w2.shape[0]), dy.dtype)
-        np.matmul(d2, w2.T, out=dcols)
+        d2 = dy.reshape(n, rows, self.c_out)
         dx = self._get(cache.x_shape, dy.dtype)
-        if dcols.size:
-            col2im_kernel(dcols, kh, kw, sh, sw, ph, pw, dx)
-        else:
-            dx[...] = 0
-        del dcols  # back to the pool
+        # dcols = dy Wᵀ, then col2im, in chunks of images whose dcols stay in cache (~8 MB)
+        per_img = max(1, rows * w2.shape[0] * dy.dtype.itemsize)
+        chunk = int(max(1, min(n, _CHUNK_BYTES // per_img)))
+        dcols = self._get((chunk * rows, w2.shape[0]), dy.dtype)
+        dc = None
+        for b0 in range(0, n, chunk):
+            b1 = min(n, b0 + chunk)
+            dc = dcols[:(b1 - b0) * rows]
+            np.matmul(d2[b0:b1].reshape(-1, self.c_out), w2.T, out=dc)
+            if dc.size:
+                col2im_kernel(dc, kh, kw, sh, sw, ph, pw, dx[b0:b1])
+            else:
+                dx[b0:b1] = 0
+        del dcols, dc  # back to the pool
         return dx, grads
