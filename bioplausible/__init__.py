@@ -13,8 +13,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "cli", "datasets", "encoders", "evaluate", "layers", "losses", "optim", "plots", "rules",
-    "store", "views", "kernels", "experiments_registry",
+    "cli", "data_prep", "datasets", "encoders", "errors", "evaluate", "experiment", "kernels",
+    "layers", "losses", "optim", "plots", "protocol", "rules", "store", "trainer", "views",
 }
 
 

@@ -45,12 +45,14 @@ DEFAULTS = {
     "n_test": 0,
     "max_batches": 0,
     "curve_train": 10000,       # training images used by the per-epoch (learning-curve) probe
+    "final_eval": "full",       # full protocol after training, or "quick" (block-3 probes only)
     "progress": True,
 }
 SMOKE = {"n_train": 512, "n_test": 256, "epochs": 1, "max_batches": 2, "batch_size": 64,
          "curve_train": 256, "preset": "full"}
 CHOICES = {"dataset": ["cifar10", "fashion_mnist", "mnist"], "preset": ["quick", "full"],
-           "arms": [""] + ALL_ARMS, "clapp_positives": ["views", "grid"]}
+           "arms": [""] + ALL_ARMS, "clapp_positives": ["views", "grid"],
+           "final_eval": ["full", "quick"]}
 
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
@@ -118,7 +120,8 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
                            progress=cfg["progress"], max_batches=cfg["max_batches"] or None)
                 row.update(samples_per_s=last["samples_per_s"], peak_mem_mb=last["peak_mem_mb"],
                            train_min=(time.perf_counter() - t0) / 60)
-            res = protocol_eval(enc, data, seed=seed)
+            res = protocol_eval(enc, data, seed=seed, quick=cfg["final_eval"] == "quick",
+                                quick_train=len(data.x_train))
             row.update(res)
         for k in ("samples_per_s", "peak_mem_mb", "train_min"):
             if k in row:

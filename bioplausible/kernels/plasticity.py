@@ -18,19 +18,20 @@ pass nothing.  Positions outside every window (when Ho or Wo is not a multiple o
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
-
-from ._config import pjit
+from ._config import jit
 
 ACTS = {"relu": 0, "identity": 1, "tanh": 2, "sigmoid": 3}
 
 
-@pjit
+@jit
 def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
+    """Serial (cached) kernel: channels innermost, so every read and write is contiguous."""
     n, ho, wo, c = r.shape
     hp = e.shape[1]
     wp = e.shape[2]
-    for b in prange(n):
+    best = np.empty(c, r.dtype)
+    win = np.empty(c, np.int64)
+    for b in range(n):
         for i in range(ho):
             for j in range(wo):
                 for k in range(c):
@@ -38,17 +39,21 @@ def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
         for pi in range(hp):
             for pj in range(wp):
                 for k in range(c):
-                    bi = pi * s
-                    bj = pj * s
-                    best = r[b, bi, bj, k]
-                    for u in range(s):
-                        for v in range(s):
+                    best[k] = r[b, pi * s, pj * s, k]
+                    win[k] = 0
+                for u in range(s):
+                    for v in range(s):
+                        if u == 0 and v == 0:
+                            continue
+                        for k in range(c):
                             val = r[b, pi * s + u, pj * s + v, k]
-                            if val > best:
-                                best = val
-                                bi = pi * s + u
-                                bj = pj * s + v
-                    rv = r[b, bi, bj, k]
+                            if val > best[k]:
+                                best[k] = val
+                                win[k] = u * s + v
+                for k in range(c):
+                    u = win[k] // s
+                    v = win[k] - u * s
+                    rv = best[k]
                     if act == 0:
                         d = 1.0 if rv > 0 else 0.0
                     elif act == 1:
@@ -57,7 +62,7 @@ def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
                         d = 1.0 - rv * rv
                     else:
                         d = rv * (1.0 - rv)
-                    delta[b, bi, bj, k] = e[b, pi, pj, k] * d
+                    delta[b, pi * s + u, pj * s + v, k] = e[b, pi, pj, k] * d
 
 
 def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu") -> np.ndarray:
