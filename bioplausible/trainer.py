@@ -67,6 +67,11 @@ def fit(rule, encoder, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size:
         done = run.metrics("epoch")            # finished earlier: report its last epoch
         return {k: float(v[-1]) for k, v in done.items()}
 
+    if evaluate is not None and run is not None and start_epoch == 0 and start_batch == 0 \
+            and not run.n_rows("epoch"):
+        # epoch 0: the initial encoder, so that learning curves start at the random-init level
+        run.log("epoch", epoch=0, **evaluate(encoder, rule, 0))
+
     for epoch in range(start_epoch, epochs):
         perm = np.random.default_rng([seed, 2, epoch]).permutation(n)
         b0 = start_batch if epoch == start_epoch else 0

@@ -11,6 +11,8 @@ RECIPES = {
     "conv_pool": {"name": "t", "block": [{"layers": [
         {"type": "conv2d", "out": 3, "kernel": 3, "padding": 1}, {"type": "relu"},
         {"type": "maxpool2d", "size": 2}]}]},
+    "conv_fused": {"name": "t", "block": [{"layers": [
+        {"type": "conv2d", "out": 3, "kernel": 3, "padding": 1}, {"type": "relu_maxpool2d", "size": 2}]}]},
     "conv_nopool": {"name": "t", "block": [{"layers": [
         {"type": "conv2d", "out": 3, "kernel": 3, "padding": 1, "stride": 2}, {"type": "relu"}]}]},
     "dense": {"name": "t", "block": [{"layers": [
@@ -97,7 +99,7 @@ def test_shared_update_equals_gradient_finite_differences(kind):
         assert _rel(dW[idx], _fd(f, W, idx)) < 1e-6
 
 
-@pytest.mark.parametrize("kind", ["conv_pool", "conv_nopool"])
+@pytest.mark.parametrize("kind", ["conv_pool", "conv_fused", "conv_nopool"])
 def test_prediction_and_retrodiction_terms_separately(kind):
     """With separate W_retro the target term is the gradient through the target, the context term
     is the gradient of the same gated score with W_retro in place of W_predᵀ."""
@@ -158,6 +160,9 @@ def test_explicit_update_matches_torch_autograd():
     W = rng.standard_normal((3, 3))
     ci, ti, y, w = _pairs(n)
     _, g, dW, _ = _explicit(block, X, W, ci, ti, y, w)
+    _, g_fused, dW_fused, _ = _explicit(_block64("conv_fused", (8, 8, 2)), X, W, ci, ti, y, w)
+    np.testing.assert_allclose(g_fused["w"], g["w"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(dW_fused, dW, rtol=1e-12, atol=1e-15)
     conv = block.layers[0].params
     tw = torch.tensor(conv["w"].transpose(3, 2, 0, 1).copy(), requires_grad=True)
     tb = torch.tensor(conv["b"].copy(), requires_grad=True)

@@ -56,12 +56,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     killed = _run(dir_, 1, 5, "no")              # dies in epoch 2, batch 6
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     info = read_run(dir_ / "r.h5")               # opens cleanly after SIGKILL
-    assert len(info["metrics"]["epoch"]["epoch"]) == 1   # epoch 1 finished and kept
+    np.testing.assert_array_equal(info["metrics"]["epoch"]["epoch"], [0, 1])  # epoch 1 kept
     resumed = _run(dir_, -1, -1, "yes")
     assert resumed.returncode == 0, resumed.stderr
     info = read_run(dir_ / "r.h5")
     ref_info = read_run(ref_dir / "r.h5")
-    np.testing.assert_array_equal(info["metrics"]["epoch"]["epoch"], [1, 2, 3])
+    np.testing.assert_array_equal(info["metrics"]["epoch"]["epoch"], [0, 1, 2, 3])
     np.testing.assert_allclose(info["metrics"]["epoch"]["test_acc"],
                                ref_info["metrics"]["epoch"]["test_acc"])
     np.testing.assert_allclose(info["metrics"]["epoch"]["loss"],

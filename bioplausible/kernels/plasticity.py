@@ -83,3 +83,41 @@ def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu") 
     delta = np.empty_like(r)
     pooled_post_kernel(r, e, int(pool), ACTS[act], delta)
     return delta
+
+
+@jit
+def winner_post_kernel(arg, y, e, kw, sh, sw, delta):  # pragma: no cover - compiled
+    """Post-synaptic factor of a fused ReLU + max-pool block from the pool's own winners.
+
+    ``arg[n, p, q, k]`` is the window index ``i*kw + j`` of the maximum of window (p, q) and
+    ``y = max(0, max window)`` the pooled output: δ at the winner is ``e[n, p, q, k] · 1[y > 0]``
+    (ρ' of the ReLU), zero elsewhere.  Windows must not overlap (stride ≥ size).
+    """
+    n, hp, wp, c = y.shape
+    for b in range(n):
+        for i in range(delta.shape[1]):
+            for j in range(delta.shape[2]):
+                for k in range(c):
+                    delta[b, i, j, k] = 0.0
+        for p in range(hp):
+            for q in range(wp):
+                for k in range(c):
+                    if y[b, p, q, k] > 0:
+                        w = arg[b, p, q, k]
+                        u = w // kw
+                        v = w - u * kw
+                        delta[b, p * sh + u, q * sw + v, k] = e[b, p, q, k]
+
+
+def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple) -> np.ndarray:
+    """Checked wrapper of :func:`winner_post_kernel` for a ``ReLUMaxPool2d`` cache
+    (``cache.arg``, ``cache.y``, ``cache.x_shape``); returns δ with the pool input's shape."""
+    arg, y = cache.arg, cache.y
+    if e.shape != y.shape:
+        raise ValueError(f"winner_post: e must have the pooled shape {y.shape}, got {e.shape}")
+    if stride[0] < size[0] or stride[1] < size[1]:
+        raise ValueError("winner_post needs non-overlapping pooling windows (stride >= size)")
+    e = np.ascontiguousarray(e, dtype=y.dtype)
+    delta = np.empty(cache.x_shape, y.dtype)
+    winner_post_kernel(arg, y, e, int(size[1]), int(stride[0]), int(stride[1]), delta)
+    return delta

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..encoders import Block
 from ..errors import UserError
-from ..kernels.plasticity import pooled_post
+from ..kernels.plasticity import pooled_post, winner_post
 from .base import Rule, make_optimizer
 
 VARIANTS = ("clapp", "clapp_s")
@@ -50,48 +50,61 @@ POSITIVES = ("views", "grid")
 
 
 class _BlockParts:
-    """A block seen as [flatten] -> weights (conv2d | dense) -> activation -> [max-pool]."""
+    """A block seen as [flatten] -> weights (conv2d | dense) -> activation -> [max-pool], or as
+    conv2d -> relu_maxpool2d (the fused, faster form of conv -> ReLU -> max-pool)."""
 
     def __init__(self, block: Block, index: int):
-        from ..layers import Conv2d, Dense, Flatten, MaxPool2d
         from ..kernels.plasticity import ACTS
+        from ..layers import Conv2d, Dense, Flatten, MaxPool2d, ReLUMaxPool2d
 
         layers = list(block.layers)
         self.flatten = None
         if layers and isinstance(layers[0], Flatten):
             self.flatten = layers.pop(0)
-        ok = len(layers) in (2, 3) and isinstance(layers[0], (Conv2d, Dense))
-        act = type(layers[1]).__name__.lower() if ok else ""
-        act = {"relu": "relu", "identity": "identity", "tanh": "tanh", "sigmoid": "sigmoid"}.get(act)
+        self.fused = (len(layers) == 2 and isinstance(layers[0], Conv2d)
+                      and isinstance(layers[1], ReLUMaxPool2d))
+        ok = self.fused or (len(layers) in (2, 3) and isinstance(layers[0], (Conv2d, Dense)))
+        act = "relu" if self.fused else {"ReLU": "relu", "Identity": "identity", "Tanh": "tanh",
+                                         "Sigmoid": "sigmoid"}.get(type(layers[1]).__name__) if ok else None
         ok = ok and act in ACTS
         if ok and len(layers) == 3:
             pool = layers[2]
-            ok = (isinstance(pool, MaxPool2d) and tuple(pool.stride) == tuple(pool.size)
+            ok = (type(pool) is MaxPool2d and tuple(pool.stride) == tuple(pool.size)
                   and pool.size[0] == pool.size[1])
+        if ok and self.fused:
+            ok = tuple(layers[1].stride) == tuple(layers[1].size)
         if not ok:
             raise UserError(f"CLAPP needs blocks of the form [flatten] -> conv2d|dense -> "
-                            f"relu|tanh|sigmoid|identity -> [maxpool2d with stride = size]; block "
-                            f"{index} is {block!r}")
-        self.weights, self.act_layer, self.act = layers[0], layers[1], act
-        self.pool = layers[2].size[0] if len(layers) == 3 else 1
+                            f"relu|tanh|sigmoid|identity -> [maxpool2d with stride = size], or "
+                            f"conv2d -> relu_maxpool2d; block {index} is {block!r}")
+        self.weights, self.act = layers[0], act
+        self.act_layer = None if self.fused else layers[1]
+        self.pool_layer = layers[-1] if (self.fused or len(layers) == 3) else None
+        self.pool = self.pool_layer.size[0] if self.pool_layer is not None else 1
         self.layers = block.layers
 
     def forward(self, x):
+        """Returns (block output, what ``update`` needs, the weights' cache)."""
         if self.flatten is not None:
             x = self.flatten(x)
         a, wcache = self.weights.forward(x)
+        if self.fused:
+            h, pcache = self.pool_layer.forward(a)
+            return h, pcache, wcache
         r = self.act_layer(a)
-        h = r
-        if self.pool > 1:
-            h = self.layers[-1](r)
+        h = self.pool_layer(r) if self.pool_layer is not None else r
         return h, r, wcache
 
-    def update(self, wcache, r, dh):
-        """Gradient (descent direction negated) of the block's parameters from dL/d(output)."""
-        r4 = r if r.ndim == 4 else r[:, None, None, :]
-        dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
-        delta = pooled_post(r4, dh4, self.pool, self.act).reshape(r.shape)
-        _, g = self.weights.backward(wcache, delta, need_dx=False)
+    def update(self, wcache, post, dh):
+        """Gradient (= minus the update) of the block's weights from dL/d(block output) ``dh``:
+        post-synaptic factor from the fused kernel, then the Hebbian sum x_i δ_j (one BLAS product)."""
+        if self.fused:
+            delta = winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride)
+        else:
+            r4 = post if post.ndim == 4 else post[:, None, None, :]
+            dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
+            delta = pooled_post(r4, dh4, self.pool, self.act).reshape(post.shape)
+        g = self.weights.weight_grads(wcache, delta)
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
         return grads
