@@ -116,16 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .experiment import guarded
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run files keep their last checkpoint; continue with --resume FILE",
-              file=sys.stderr)
-        return 130
+    return guarded(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

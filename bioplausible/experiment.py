@@ -165,16 +165,25 @@ def main_for(module_name: str, argv=None) -> int:
     mod = sys.modules[module_name]
     parser = build_parser(mod.__doc__, prog=Path(sys.argv[0]).name)
     args = parser.parse_args(argv)
-    try:
+
+    def go():
         run_experiment(mod, args.set, args.out, args.smoke, args.resume, not args.no_progress)
+        return 0
+    return guarded(go)
+
+
+def guarded(fn) -> int:
+    """Run ``fn()`` as a command: a user error is one line on stderr and exit status 2, Ctrl-C
+    says how to resume (130), anything else is a real bug and keeps its traceback."""
+    try:
+        return int(fn() or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the run file keeps its last checkpoint; continue with --resume FILE",
+        print("interrupted: run files keep their last checkpoint; continue with --resume FILE",
               file=sys.stderr)
         return 130
-    return 0
 
 
 def open_run(out: Path, name: str, cfg: dict, seed: int, recipe_text: str = "",

@@ -15,6 +15,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out_png) -> Path:
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
 def run_label(info: dict) -> str:
     cfg = info.get("config", {})
     return cfg.get("arm") or Path(str(info.get("path", "run"))).stem
@@ -50,12 +59,7 @@ def learning_curves(paths, out_png, metric: str = "test_acc", x: str = "epoch",
     ax.grid(alpha=0.3)
     if by_label:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png)
 
 
 def bars(rows: list[dict], keys: list[str], label_key: str, out_png, title: str = "",
@@ -77,9 +81,4 @@ def bars(rows: list[dict], keys: list[str], label_key: str, out_png, title: str 
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png)

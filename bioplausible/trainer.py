@@ -72,13 +72,16 @@ def fit(rule, encoder, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size:
         # epoch 0: the initial encoder, so that learning curves start at the random-init level
         run.log("epoch", epoch=0, **evaluate(encoder, rule, 0))
 
+    # peak memory of the arm: numpy allocations from here on (persistent layer buffers included)
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
     for epoch in range(start_epoch, epochs):
         perm = np.random.default_rng([seed, 2, epoch]).permutation(n)
         b0 = start_batch if epoch == start_epoch else 0
         if b0 == 0:
             sums = {}
         t_train = sums.pop("_time", 0.0)
-        tracemalloc.start()
         tick = last_ck = time.perf_counter()
         bar = _progress(n_batches, f"{rule.name} epoch {epoch + 1}/{epochs}", progress, b0)
         for b in range(b0, n_batches):
@@ -87,7 +90,8 @@ def fit(rule, encoder, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size:
             m = rule.step(encoder, batch)
             for k, v in m.items():
                 if not math.isfinite(v):
-                    tracemalloc.stop()
+                    if not was_tracing:
+                        tracemalloc.stop()
                     raise Diverged(f"{rule.name}: {k} became {v} at epoch {epoch + 1}, batch {b}; "
                                    "lower the learning rate (--set lr=...)")
                 sums[k] = sums.get(k, 0.0) + v
@@ -106,17 +110,19 @@ def fit(rule, encoder, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size:
         bar.close()
         t_train += time.perf_counter() - tick
         _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
         count = max(sums.pop("_n", 1), 1)
         last = {k: v / count for k, v in sums.items()}
         last["epoch"] = epoch + 1
         last["samples_per_s"] = n_batches * batch_size / max(t_train, 1e-9)
         last["train_seconds"] = t_train
-        last["peak_mem_mb"] = peak / 2**20
+        last["peak_mem_mb"] = peak / 2**20     # since the start of training (this session)
         if evaluate is not None:
             last.update(evaluate(encoder, rule, epoch + 1))
+            tracemalloc.reset_peak()           # evaluation memory is not training memory
         if run is not None:
             run.log("epoch", **last)
         sums = {}
         checkpoint(epoch + 1, 0)
+    if not was_tracing:
+        tracemalloc.stop()
     return last

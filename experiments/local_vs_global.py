@@ -34,11 +34,11 @@ DEFAULTS = {
     "preset": "quick",          # quick: random, clapp, infonce; full: every arm
     "arms": [""],               # explicit list overrides the preset
     "seeds": [0],
-    "epochs": 3,
+    "epochs": 2,
     "batch_size": 256,
     "lr": 1e-3,                 # backprop arms (Adam)
-    "clapp_lr": 3e-4,           # local arms (Adam on the explicit local updates)
-    "clapp_positives": "views",  # views | grid (CPC-style patch grid)
+    "clapp_lr": 1e-3,           # local arms (Adam on the explicit local updates)
+    "clapp_positives": "grid",  # grid (CPC-style patch grid) | views (two augmented views)
     "clapp_negatives": 1,       # negatives per sample for clapp_s
     "temperature": 0.2,
     "n_train": 0,
