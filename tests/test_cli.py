@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -48,5 +47,7 @@ def test_list_shows_experiments_and_recipes(capsys):
 
 
 def test_console_script_installed():
-    r = subprocess.run(["bioplausible", "--help"], capture_output=True, text=True)
+    from pathlib import Path
+    exe = Path(sys.executable).parent / "bioplausible"      # installed next to this python
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "report" in r.stdout
