@@ -86,8 +86,7 @@ def list_experiments() -> dict[str, str]:
             continue
         first = ""
         try:
-            import ast as _ast
-            doc = _ast.get_docstring(_ast.parse(f.read_text())) or ""
+            doc = ast.get_docstring(ast.parse(f.read_text())) or ""
             first = doc.strip().splitlines()[0] if doc.strip() else ""
         except SyntaxError:
             first = "(syntax error)"

@@ -175,6 +175,7 @@ def write_markdown(table: list[dict], path: Path, n_blocks: int):
 
 def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
     from bioplausible.data_prep import prepare
+    from bioplausible.encoders import load_recipe
     from bioplausible.plots import bars, learning_curves
 
     arms = [a for a in cfg["arms"] if a] or (QUICK_ARMS if cfg["preset"] == "quick" else FULL_ARMS)
@@ -186,8 +187,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
             print(f"{arm} (seed {seed}): " + ", ".join(
                 f"{k} {100 * rows[-1][k]:.1f}%" for k in SUMMARY_KEYS if k in rows[-1]))
     table = aggregate(rows)
-    n_blocks = max(int(k.split("_b")[-1]) for k in rows[-1] if k.startswith("probe_gap_b")) \
-        if any(k.startswith("probe_gap_b") for r in rows for k in r) else 3
+    n_blocks = len(load_recipe(cfg["model"])[0]["block"])
     md = write_markdown(table, out / "table.md", n_blocks)
     keys = [k.format(b) for b in range(1, n_blocks + 1) for k in BLOCK_KEYS]
     bars([t for t in table if t["arm"] != "pixels"], keys, "arm", out / "probe_per_block.png",

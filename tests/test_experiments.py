@@ -23,6 +23,13 @@ def _have(name):
         return False
 
 
+def _smoke(script, out, timeout=900):
+    """Run ``experiments/SCRIPT --smoke --out OUT`` in a fresh interpreter."""
+    return subprocess.run([sys.executable, str(EXPERIMENTS_DIR / script), "--smoke", "--out",
+                           str(out), "--no-progress"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def test_every_experiment_has_doc_out_and_smoke():
     for name in list_experiments():
         text = (EXPERIMENTS_DIR / f"{name}.py").read_text()
@@ -33,9 +40,7 @@ def test_every_experiment_has_doc_out_and_smoke():
 def test_supervised_smoke_and_cli_resume(tmp_path):
     if not _have("fashion_mnist"):
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    r = subprocess.run([sys.executable, str(EXPERIMENTS_DIR / "supervised.py"), "--smoke",
-                        "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True,
-                       timeout=600)
+    r = _smoke("supervised.py", tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     h5 = sorted(tmp_path.glob("*.h5"))
     assert len(h5) == 1 and (tmp_path / f"{h5[0].stem}.png").is_file()
@@ -54,9 +59,7 @@ def test_supervised_smoke_and_cli_resume(tmp_path):
 def test_local_vs_global_smoke(tmp_path):
     if not _have("cifar10"):
         pytest.skip("CIFAR-10 not found (see data/README.md)")
-    r = subprocess.run([sys.executable, str(EXPERIMENTS_DIR / "local_vs_global.py"), "--smoke",
-                        "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True,
-                       timeout=900)
+    r = _smoke("local_vs_global.py", tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     arms = {p.name.split("-")[0] for p in tmp_path.glob("*.h5")}
     assert {"random", "pixels", "supervised", "clapp", "clapp_s", "infonce", "hinge_cpc",
@@ -65,7 +68,5 @@ def test_local_vs_global_smoke(tmp_path):
         assert (tmp_path / fig).is_file(), fig
     assert "| clapp" in r.stdout
     # re-running the same command reuses every finished arm instead of training again
-    r2 = subprocess.run([sys.executable, str(EXPERIMENTS_DIR / "local_vs_global.py"), "--smoke",
-                         "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True,
-                        timeout=600)
+    r2 = _smoke("local_vs_global.py", tmp_path, timeout=600)
     assert r2.returncode == 0 and r2.stdout.count("finished earlier") == 10

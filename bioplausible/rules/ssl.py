@@ -115,6 +115,7 @@ class EndToEnd(Rule):
 
     def step(self, encoder, batch: dict) -> dict:
         from .. import losses
+        from ..evaluate import collapse_std
 
         rng = batch["rng"]
         n = len(batch["x"])
@@ -153,7 +154,7 @@ class EndToEnd(Rule):
             dg, pred_g = self.pred.backward(pc, 0.5 * np.concatenate([dp1, dp2]), need_dx=True)
             dz, proj_g = self.proj.backward(gc, dg, need_dx=True)
             grads_extra = proj_g + pred_g
-            metrics["collapse_std"] = float(np.std(g / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-8), axis=0).mean())
+            metrics["collapse_std"] = collapse_std(g)
         grads = backward_all(encoder, caches, outs, dz.astype(np.float32))
         self.optimizers["all"].step(grads + grads_extra)
         if self.loss == "byol":
