@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "cli", "data_prep", "datasets", "encoders", "errors", "evaluate", "experiment", "kernels",
     "layers", "losses", "optim", "plots", "protocol", "rules", "store", "trainer", "views",
+    "dynamics", "hippocampus", "rl", "spiking", "sweep",
 }
 
 
