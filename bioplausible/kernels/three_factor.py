@@ -28,6 +28,23 @@ synapses; 0 = off).  ``kind`` selects the agent:
   e ← γλ e, e[a] += f(p); δ = r + γ Q_{a'}(p') − Q_a(p) (no bootstrap at the goal); W += η M e.
 * 2 -- reward-modulated Hebbian / REINFORCE (node perturbation) with a reward baseline, no critic:
   e_W[j] ← λ e_W[j] + (g_j − π_j) f(p);  M = r − b;  W += η M e_W;  b ← b + α_b (r − b).
+* 3 -- actor-critic + coordinates (Foster, Morris & Dayan 2000, coordinate-based model): kind 0
+  with one more action cell, ``coord`` (the last row of W, index ``dirs.shape[0]``), chosen through
+  the same softmax.  Coordinate cells x̂(p) = wx·f(p), ŷ(p) = wy·f(p) learn from self-motion
+  (Δx_t, Δy_t) = p_{t+1} − p_t (zero on a bump) by a TD-like rule with their own trace:
+  e_c ← λ_c e_c + f(p_t);  wx += η_c (x̂(p_{t+1}) − x̂(p_t) − Δx_t) e_c  (same for y), so that
+  x̂(p_{t+1}) − x̂(p_t) → Δx_t, i.e. x̂ ≈ x + const (Foster et al. write the same rule for the
+  negated coordinate).  Independent of the modulator (self-motion is not a reward signal).  When
+  the goal is reached, its estimated coordinates (x̂_g, ŷ_g) = (x̂(p_goal), ŷ(p_goal)) are stored
+  (``gc[a] = (x̂_g, ŷ_g, 1)``; overwritten at every arrival, kept across trials and platform
+  moves).  The coord action moves ``step`` along (x̂_g − x̂(p), ŷ_g − ŷ(p)) (exactly at x̂_g: no
+  heading).  Reaching the remembered goal, |(x̂_g, ŷ_g) − (x̂, ŷ)(p')| ≤ goal radius, without
+  finding the platform clears the memory (``gc[a, 2] = 0``, "it is not here"); while no goal is
+  in memory the coord action heads in one of the ``dirs`` drawn at random (one more uniform).
+  ``coord_bias`` c_b > 0 adds a constant input unit to the coord action cell only: its
+  preference is W_coord·f(p) + c_b·b (b = ``b[a]``, unused otherwise by this kind), with
+  e_b ← γλ e_b + (g_coord − π_coord) c_b, b ← (1 − ρ) b + η_W δ e_b, so trust in the coord action
+  learned anywhere generalises over the whole pool (0 = off: Foster's place-only actor).
 
 ``mod_mode``: 0 = the modulator as above; 1 = M ≡ 0 (control); 2 = shuffled control: every M is
 drawn at random from the agent's last ``buf.shape[1]`` modulator values (same distribution, no
@@ -35,7 +52,7 @@ temporal relation to the traces).
 
 Randomness: each agent owns a splitmix64 stream (``rng_state[a]``, uint64, advanced in place);
 every action choice draws exactly two uniforms (ε test, then the sample / tie-break), the shuffled
-control one more per step.  ``bioplausible.rl.reference`` repeats this loop in plain Python and the
+control one more per step, kind 3's coord action without a goal in memory one more.  ``bioplausible.rl.reference`` repeats this loop in plain Python and the
 tests compare the two.
 
 All float arrays are float64 (weights are tiny increments of sums over hundreds of cells, and the
@@ -206,13 +223,15 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                      gamma, lam,
                      beta, baseline_rate, w_decay, v, w, b, rng_state, buf, buf_n, latency,
                      reward_sum,
-                     bumps, traj, rec_slot):  # pragma: no cover - compiled
+                     bumps, traj, rec_slot, eta_c, lam_c, wc, gc,
+                     coord_bias):  # pragma: no cover - compiled
     A = w.shape[0]
     n_act, n_pc = w.shape[1], w.shape[2]
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
     tr_decay = gamma * lam if kind != 2 else lam
     step = math.sqrt(dirs[0, 0] * dirs[0, 0] + dirs[0, 1] * dirs[0, 1])
     keep = 1.0 - w_decay
+    n_dir = dirs.shape[0]
     for a in prange(A):
         f = np.empty(n_pc)
         f2 = np.empty(n_pc)
@@ -222,6 +241,8 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
         pi2 = np.empty(n_act)
         e_v = np.empty(n_pc)
         e_w = np.empty((n_act, n_pc))
+        e_c = np.empty(n_pc)
+        e_b = 0.0
         for trial in range(t0, t1):
             gx, gy, gr = goals[trial, 0], goals[trial, 1], goals[trial, 2]
             gr2 = gr * gr
@@ -233,6 +254,10 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
             for k in range(n_act):
                 for i in range(n_pc):
                     e_w[k, i] = 0.0
+            if kind == 3:
+                e_b = 0.0
+                for i in range(n_pc):
+                    e_c[i] = 0.0
             _place(px, py, centres, inv2s2, f)
             slot = rec_slot[trial]
             if slot >= 0:
@@ -250,11 +275,32 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
             for t in range(max_steps):
                 if kind != 1:
                     _prefs(w[a], f, prefs)
+                    if kind == 3:
+                        prefs[n_act - 1] += coord_bias * b[a]
                     u1 = _u01(rng_state, a)
                     u2 = _u01(rng_state, a)
                     act = _select(kind, prefs, beta, eps[trial], u1, u2, pi)
-                vx = inertia * vx + (1.0 - inertia) * dirs[act, 0]
-                vy = inertia * vy + (1.0 - inertia) * dirs[act, 1]
+                if act < n_dir:
+                    hx = dirs[act, 0]
+                    hy = dirs[act, 1]
+                else:                                   # kind 3: the coord action
+                    hx = 0.0
+                    hy = 0.0
+                    if gc[a, 2] > 0.0:
+                        ddx = gc[a, 0] - _dot(wc[a, 0], f)
+                        ddy = gc[a, 1] - _dot(wc[a, 1], f)
+                        dn = math.sqrt(ddx * ddx + ddy * ddy)
+                        if dn > 0.0:
+                            hx = ddx * (step / dn)
+                            hy = ddy * (step / dn)
+                    else:                               # no goal in memory: a random direction
+                        kr = int(_u01(rng_state, a) * n_dir)
+                        if kr >= n_dir:
+                            kr = n_dir - 1
+                        hx = dirs[kr, 0]
+                        hy = dirs[kr, 1]
+                vx = inertia * vx + (1.0 - inertia) * hx
+                vy = inertia * vy + (1.0 - inertia) * hy
                 sp = math.sqrt(vx * vx + vy * vy)
                 if sp > 0.0:
                     nx = px + vx * (step / sp)
@@ -278,7 +324,25 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                 rsum += r
                 term = done or (timeout_terminal and t == max_steps - 1)
                 _place(nx, ny, centres, inv2s2, f2)
-                if kind == 0:
+                if kind == 3:
+                    cx2 = _dot(wc[a, 0], f2)
+                    cy2 = _dot(wc[a, 1], f2)
+                    cex = cx2 - _dot(wc[a, 0], f) - (nx - px)
+                    cey = cy2 - _dot(wc[a, 1], f) - (ny - py)
+                    for i in range(n_pc):
+                        e_c[i] = lam_c * e_c[i] + f[i]
+                        wc[a, 0, i] += eta_c * cex * e_c[i]
+                        wc[a, 1, i] += eta_c * cey * e_c[i]
+                    if done:
+                        gc[a, 0] = _dot(wc[a, 0], f2)
+                        gc[a, 1] = _dot(wc[a, 1], f2)
+                        gc[a, 2] = 1.0
+                    elif gc[a, 2] > 0.0:                # at the remembered goal, no platform:
+                        ddx = gc[a, 0] - cx2            # forget it
+                        ddy = gc[a, 1] - cy2
+                        if ddx * ddx + ddy * ddy <= gr2:
+                            gc[a, 2] = 0.0
+                if kind == 0 or kind == 3:
                     val = _dot(v[a], f)
                     val2 = 0.0 if term else _dot(v[a], f2)
                     m = _modulate(mod_mode, r + gamma * val2 - val, buf, buf_n, a, rng_state)
@@ -292,6 +356,10 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                         for i in range(n_pc):
                             e_w[k, i] = tr_decay * e_w[k, i] + post * f[i]
                             w[a, k, i] = keep * w[a, k, i] + cw * e_w[k, i]
+                    if kind == 3 and coord_bias != 0.0:
+                        post = (1.0 if act == n_act - 1 else 0.0) - pi[n_act - 1]
+                        e_b = tr_decay * e_b + post * coord_bias
+                        b[a] = keep * b[a] + cw * e_b
                 elif kind == 1:
                     q = _dot(w[a, act], f)
                     nxt = 0

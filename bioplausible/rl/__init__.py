@@ -5,6 +5,7 @@
   obstacles, e.g. the U-shaped barrier of Frémaux, Sprekeler & Gerstner 2013);
 * ``place_cells`` -- Gaussian place-cell populations over an arena;
 * ``agents`` -- actor-critic with the TD error as third factor (Foster, Morris & Dayan 2000),
+  the same plus Foster et al.'s coordinate cells and "coord" action (``CoordActorCritic``),
   reward-modulated Hebbian learning with a reward baseline (REINFORCE / node perturbation),
   SARSA(λ); :func:`~bioplausible.rl.agents.simulate` runs many agents × seeds in one numba call;
   :func:`~bioplausible.rl.agents.course_preset` is the classic course setting;

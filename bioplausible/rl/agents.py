@@ -12,6 +12,11 @@ with a broadcast modulator M and an eligibility trace e that decays by κ per st
   critic (post = 1: e_v ← γλ e_v + f) and the actor (post_j = g_j − π_j: chosen-action indicator
   minus its softmax probability π = softmax(β W f), the policy gradient of the softmax; Foster et
   al. used g_j alone).  κ = γλ.
+* :class:`CoordActorCritic` -- the coordinate-based model of Foster, Morris & Dayan (2000): the
+  actor-critic plus coordinate cells x̂(p) = wx·f(p), ŷ(p) = wy·f(p) learned from self-motion,
+  a stored goal estimate (x̂_g, ŷ_g) and one more action cell, ``coord``, that heads along
+  (x̂_g − x̂, ŷ_g − ŷ); the actor learns (with δ as third factor, like any action) where to trust
+  it.  Made for fast relearning after the platform moves.
 * :class:`RewardHebbian` -- reward-modulated Hebbian learning without a critic (REINFORCE / node
   perturbation): post_j = g_j − π_j is the action "noise", M = r − b with a running reward
   baseline b ← b + α_b (r − b); κ = λ = exp(−1/τ_e) with τ_e in steps.
@@ -87,6 +92,51 @@ class ActorCritic:
 
 
 @dataclass
+class CoordActorCritic(ActorCritic):
+    r"""Actor-critic + coordinates (Foster, Morris & Dayan 2000, "coordinate-based navigation").
+
+    Everything of :class:`ActorCritic` (critic V = v·f, TD error δ = r + γV(p') − V(p) as the
+    third factor of critic and actor, traces decaying by γλ), plus:
+
+    * coordinate cells x̂(p) = Σ_i wx_i f_i(p), ŷ(p) = Σ_i wy_i f_i(p), learned from the agent's
+      own displacement (Δx_t, Δy_t) = p_{t+1} − p_t by a TD-like rule with trace
+      e_c ← λ_c e_c + f(p_t) (reset at each trial start)::
+
+          Δwx_i = η_c (x̂(p_{t+1}) − x̂(p_t) − Δx_t) e_c,i     (the same for ŷ with Δy_t)
+
+      so x̂(p_{t+1}) − x̂(p_t) → Δx_t: x̂ ≈ x + const, a path-integration coordinate frame
+      (Foster et al.'s rule, written for x̂ rather than their negated coordinate);
+    * the goal's estimated coordinates (x̂_g, ŷ_g) = (x̂, ŷ)(p_goal), stored whenever the platform is
+      reached (overwritten at every arrival, so after a move the first arrival re-targets it);
+    * one extra action cell ``coord`` (the last row of W), chosen by the same softmax
+      π = softmax(β W f) and learned by the same rule (post = g − π, M = δ), which moves along
+      (x̂_g − x̂(p), ŷ_g − ŷ(p)) (before the first arrival it adds no heading).
+
+    ``eta_coord`` η_c and ``lam_coord`` λ_c: rate and trace decay of the coordinate rule.  The
+    coordinate rule does not use the modulator (the controls zero/shuffle only δ).
+    ``coord_bias`` c_b (0 = off, Foster's place-only actor): a constant input unit of amplitude
+    c_b to the coord action cell alone, with weight b (stored in ``Simulation.b_``), learned by
+    the same rule (e_b ← γλ e_b + (g_coord − π_coord) c_b, b ← (1 − ρ) b + η_W δ e_b): the
+    coord preference W_coord·f(p) + c_b b can then generalise over the whole pool.
+    """
+
+    eta_coord: float = 0.005
+    lam_coord: float = 0.9
+    coord_bias: float = 0.0
+    kind: int = field(default=3, init=False, repr=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_positive("eta_coord", self.eta_coord, True)
+        _check_unit("lam_coord", self.lam_coord)
+        _check_positive("coord_bias", self.coord_bias, True)
+
+    def kernel_args(self):
+        return super().kernel_args() | dict(eta_c=self.eta_coord, lam_c=self.lam_coord,
+                                            coord_bias=self.coord_bias)
+
+
+@dataclass
 class RewardHebbian:
     """Reward-modulated Hebbian learning with a reward baseline (REINFORCE / node perturbation).
 
@@ -150,11 +200,13 @@ class SarsaLambda:
                     baseline_rate=0.0, w_decay=0.0)
 
 
-AGENTS = {"actor_critic": ActorCritic, "reward_hebbian": RewardHebbian, "sarsa": SarsaLambda}
+AGENTS = {"actor_critic": ActorCritic, "coord_actor_critic": CoordActorCritic,
+          "reward_hebbian": RewardHebbian, "sarsa": SarsaLambda}
 
 
 def make_agent(name: str, **params):
-    """Agent by name (``actor_critic``, ``reward_hebbian``, ``sarsa``) with its parameters."""
+    """Agent by name (``actor_critic``, ``coord_actor_critic``, ``reward_hebbian``, ``sarsa``)
+    with its parameters."""
     if name not in AGENTS:
         raise UserError(f"unknown agent {name!r}; choose from: {', '.join(AGENTS)}")
     try:
@@ -166,7 +218,9 @@ def make_agent(name: str, **params):
 class Simulation:
     """``n_agents`` independent agents (one splitmix64 stream each, seeded from ``rng``) in ``env``
     with place cells ``cells``; run trials with :meth:`run`.  Learned arrays (per agent):
-    ``v_`` (critic), ``w_`` (actor / Q weights), ``b_`` (reward baseline); results per agent and
+    ``v_`` (critic), ``w_`` (actor / Q weights; one more row, ``coord``, for
+    :class:`CoordActorCritic`), ``b_`` (reward baseline), ``wc_`` (coordinate cells' weights wx,
+    wy), ``gc_`` (stored goal estimate x̂_g, ŷ_g and 1 once set); results per agent and
     trial: ``latency_`` (steps), ``reward_`` (summed), ``bumps_``; ``traj_`` (agent, recorded trial,
     step, 2) positions (NaN after the trial ended) of the trials in ``record``.
     """
@@ -184,7 +238,8 @@ class Simulation:
         self.env, self.cells, self.agent = env, cells, agent
         self.modulator = modulator
         self.parallel = bool(parallel)
-        A, T, K, N = int(n_agents), int(n_trials), env.n_actions, len(cells)
+        A, T, K, N = (int(n_agents), int(n_trials), env.n_actions + (agent.kind == 3),
+                      len(cells))
         self.n_agents, self.n_trials = A, T
         self.goals = np.ascontiguousarray(env.goals(T))
         self.starts = np.ascontiguousarray(env.starts(rng, A, T), dtype=np.float64)
@@ -199,6 +254,8 @@ class Simulation:
         self.v_ = np.zeros((A, N))
         self.w_ = np.zeros((A, K, N))
         self.b_ = np.zeros(A)
+        self.wc_ = np.zeros((A, 2, N))
+        self.gc_ = np.zeros((A, 3))
         self.rng_state_ = rng.integers(0, 2 ** 63, size=A, dtype=np.uint64)
         self.buf_ = np.zeros((A, SHUFFLE_BUFFER))
         self.buf_n_ = np.zeros(A, np.int64)
@@ -211,7 +268,8 @@ class Simulation:
 
     # the mutable state, for checkpoints
     _STATE = ("v_", "w_", "b_", "rng_state_", "buf_", "buf_n_", "latency_", "reward_", "bumps_",
-              "traj_")
+              "traj_", "wc_", "gc_")
+    _OPTIONAL = ("wc_", "gc_")        # absent from checkpoints written before the coord agent
 
     def state_dict(self) -> dict:
         return {k.rstrip("_"): getattr(self, k) for k in self._STATE} | {
@@ -219,6 +277,8 @@ class Simulation:
 
     def load_state_dict(self, state: dict) -> None:
         for k in self._STATE:
+            if k in self._OPTIONAL and k.rstrip("_") not in state and self.agent.kind != 3:
+                continue
             cur = getattr(self, k)
             new = np.asarray(state[k.rstrip("_")], dtype=cur.dtype)
             if new.shape != cur.shape:
@@ -247,7 +307,8 @@ class Simulation:
              env.inertia, env.timeout_terminal, ka["eta_v"], ka["eta_w"], ka["gamma"], ka["lam"],
              ka["beta"], ka["baseline_rate"], ka["w_decay"], self.v_,
              self.w_, self.b_, self.rng_state_, self.buf_, self.buf_n_, self.latency_,
-             self.reward_, self.bumps_, self.traj_, self.rec_slot)
+             self.reward_, self.bumps_, self.traj_, self.rec_slot, ka.get("eta_c", 0.0),
+             ka.get("lam_c", 0.0), self.wc_, self.gc_, ka.get("coord_bias", 0.0))
         self.seconds += time.perf_counter() - t
         self.trial = until
         return self
@@ -270,7 +331,7 @@ class Simulation:
         P = np.stack([X, Y], -1)
         F = self.cells.activity(P)                        # (n, n, N)
         Q = np.einsum("akn,ijn->aijk", self.w_, F)
-        if self.agent.kind == 0:
+        if self.agent.kind in (0, 3):
             V = np.einsum("an,ijn->aij", self.v_, F)
         elif self.agent.kind == 1:
             V = Q.max(-1)

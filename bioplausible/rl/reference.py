@@ -71,7 +71,8 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                t0, t1, max_steps, goal_reward, wall_reward, step_reward, inertia, timeout_terminal,
                eta_v, eta_w,
                gamma, lam, beta, baseline_rate, w_decay, v, w, b, rng_state, buf, buf_n, latency,
-               reward_sum, bumps, traj, rec_slot):
+               reward_sum, bumps, traj, rec_slot, eta_c=0.0, lam_c=0.0, wc=None, gc=None,
+               coord_bias=0.0):
     """Plain-Python twin of ``run_agents_kernel`` (same arguments, same in-place outputs)."""
     A, K, N = w.shape
     bounds = [float(x) for x in bounds]
@@ -94,6 +95,10 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
         ba = float(b[a])
         bf = [float(x) for x in buf[a]]
         bn = int(buf_n[a])
+        if kind == 3:
+            cwx = [float(x) for x in wc[a, 0]]
+            cwy = [float(x) for x in wc[a, 1]]
+            goal_c = [float(x) for x in gc[a]]
 
         def modulate(x):
             nonlocal bn
@@ -107,7 +112,10 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
             return bf[min(int(rs.next() * n), n - 1)]
 
         def prefs_of(f):
-            return [sum(wk[i] * f[i] for i in range(N)) for wk in ww]
+            p = [sum(wk[i] * f[i] for i in range(N)) for wk in ww]
+            if kind == 3:
+                p[-1] += coord_bias * ba
+            return p
 
         for trial in range(t0, t1):
             gx, gy, gr = (float(x) for x in goals[trial])
@@ -115,6 +123,8 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
             vx = vy = 0.0
             e_v = [0.0] * N
             e_w = [[0.0] * N for _ in range(K)]
+            e_c = [0.0] * N
+            e_b = 0.0
             f = place(x, y)
             slot = int(rec_slot[trial])
             if slot >= 0:
@@ -128,8 +138,20 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                 if kind != 1:
                     u1, u2 = rs.next(), rs.next()
                     act, pi = _select(kind, prefs_of(f), beta, eps[trial], u1, u2)
-                vx = inertia * vx + (1.0 - inertia) * dirs_l[act][0]
-                vy = inertia * vy + (1.0 - inertia) * dirs_l[act][1]
+                if act < len(dirs_l):
+                    hx, hy = dirs_l[act]
+                else:                                    # kind 3: the coord action
+                    hx = hy = 0.0
+                    if goal_c[2] > 0.0:
+                        ddx = goal_c[0] - sum(cwx[i] * f[i] for i in range(N))
+                        ddy = goal_c[1] - sum(cwy[i] * f[i] for i in range(N))
+                        dn = math.sqrt(ddx * ddx + ddy * ddy)
+                        if dn > 0.0:
+                            hx, hy = ddx * (step / dn), ddy * (step / dn)
+                    else:
+                        hx, hy = dirs_l[min(int(rs.next() * len(dirs_l)), len(dirs_l) - 1)]
+                vx = inertia * vx + (1.0 - inertia) * hx
+                vy = inertia * vy + (1.0 - inertia) * hy
                 sp = math.sqrt(vx * vx + vy * vy)
                 nx, ny = (x + vx * (step / sp), y + vy * (step / sp)) if sp > 0 else (x, y)
                 r = step_reward
@@ -143,7 +165,21 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                 rsum += r
                 term = done or (timeout_terminal and t == max_steps - 1)
                 f2 = place(nx, ny)
-                if kind == 0:
+                if kind == 3:
+                    cx2 = sum(cwx[i] * f2[i] for i in range(N))
+                    cy2 = sum(cwy[i] * f2[i] for i in range(N))
+                    cex = cx2 - sum(cwx[i] * f[i] for i in range(N)) - (nx - x)
+                    cey = cy2 - sum(cwy[i] * f[i] for i in range(N)) - (ny - y)
+                    for i in range(N):
+                        e_c[i] = lam_c * e_c[i] + f[i]
+                        cwx[i] += eta_c * cex * e_c[i]
+                        cwy[i] += eta_c * cey * e_c[i]
+                    if done:
+                        goal_c = [sum(cwx[i] * f2[i] for i in range(N)),
+                                  sum(cwy[i] * f2[i] for i in range(N)), 1.0]
+                    elif goal_c[2] > 0.0 and (goal_c[0] - cx2) ** 2 + (goal_c[1] - cy2) ** 2 <= gr * gr:
+                        goal_c[2] = 0.0
+                if kind in (0, 3):
                     val = sum(vv[i] * f[i] for i in range(N))
                     val2 = 0.0 if term else sum(vv[i] * f2[i] for i in range(N))
                     m = modulate(r + gamma * val2 - val)
@@ -155,6 +191,9 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                         for i in range(N):
                             e_w[k][i] = decay * e_w[k][i] + post * f[i]
                             ww[k][i] = keep * ww[k][i] + eta_w * m * e_w[k][i]
+                    if kind == 3 and coord_bias != 0.0:
+                        e_b = decay * e_b + ((1.0 if act == K - 1 else 0.0) - pi[K - 1]) * coord_bias
+                        ba = keep * ba + eta_w * m * e_b
                 elif kind == 1:
                     q = sum(ww[act][i] * f[i] for i in range(N))
                     nxt, q2 = 0, 0.0
@@ -186,6 +225,8 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
             latency[a, trial] = steps
             reward_sum[a, trial] = rsum
             bumps[a, trial] = nb
+        if kind == 3:
+            wc[a, 0], wc[a, 1], gc[a] = cwx, cwy, goal_c
         v[a] = vv
         w[a] = np.asarray(ww)
         b[a] = ba
@@ -198,7 +239,8 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                      starts, eps, t0, t1, max_steps, goal_reward, wall_reward, step_reward,
                      inertia, timeout_terminal, eta_v, eta_w, gamma, lam, beta, baseline_rate,
                      w_decay, v,
-                     w, b, rng_state, buf, buf_n, latency, reward_sum, bumps, traj, rec_slot):
+                     w, b, rng_state, buf, buf_n, latency, reward_sum, bumps, traj, rec_slot,
+                     eta_c=0.0, lam_c=0.0, wc=None, gc=None, coord_bias=0.0):
     """The same loop with NumPy vector operations per step (the way one would write it in NumPy:
     a Python loop over agents, trials and steps; place-cell activity, preferences, traces and
     updates as array expressions).  A tougher speed baseline than :func:`run_agents`."""
@@ -237,7 +279,15 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
             vx = vy = 0.0
             e_v = np.zeros(N)
             e_w = np.zeros((K, N))
+            e_c = np.zeros(N)
+            e_b = 0.0
             f = place(x, y)
+
+            def prefs_np(f):
+                p = list(wa @ f)
+                if kind == 3:
+                    p[-1] += coord_bias * st["b"]
+                return p
             slot = int(rec_slot[trial])
             if slot >= 0:
                 traj[a, slot, 0] = (x, y)
@@ -249,9 +299,20 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
             for t in range(max_steps):
                 if kind != 1:
                     u1, u2 = rs.next(), rs.next()
-                    act, pi = _select(kind, list(wa @ f), beta, eps[trial], u1, u2)
-                vx = inertia * vx + (1.0 - inertia) * dirs[act, 0]
-                vy = inertia * vy + (1.0 - inertia) * dirs[act, 1]
+                    act, pi = _select(kind, prefs_np(f), beta, eps[trial], u1, u2)
+                if act < len(dirs):
+                    hx, hy = dirs[act]
+                else:                                    # kind 3: the coord action
+                    hx = hy = 0.0
+                    if gc[a, 2] > 0.0:
+                        dd = gc[a, :2] - wc[a] @ f
+                        dn = math.sqrt(dd[0] * dd[0] + dd[1] * dd[1])
+                        if dn > 0.0:
+                            hx, hy = dd * (step / dn)
+                    else:
+                        hx, hy = dirs[min(int(rs.next() * len(dirs)), len(dirs) - 1)]
+                vx = inertia * vx + (1.0 - inertia) * hx
+                vy = inertia * vy + (1.0 - inertia) * hy
                 sp = math.sqrt(vx * vx + vy * vy)
                 nx, ny = (x + vx * (step / sp), y + vy * (step / sp)) if sp > 0 else (x, y)
                 r = step_reward
@@ -265,7 +326,17 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                 rsum += r
                 term = done or (timeout_terminal and t == max_steps - 1)
                 f2 = place(nx, ny)
-                if kind == 0:
+                if kind == 3:
+                    c2 = wc[a] @ f2
+                    ce = c2 - wc[a] @ f - (nx - x, ny - y)
+                    e_c *= lam_c
+                    e_c += f
+                    wc[a] += eta_c * np.outer(ce, e_c)
+                    if done:
+                        gc[a] = (*(wc[a] @ f2), 1.0)
+                    elif gc[a, 2] > 0.0 and ((gc[a, :2] - c2) ** 2).sum() <= gr * gr:
+                        gc[a, 2] = 0.0
+                if kind in (0, 3):
                     m = modulate(r + gamma * (0.0 if term else va @ f2) - va @ f)
                     e_v *= decay
                     e_v += f
@@ -276,6 +347,9 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                     e_w += np.outer(post, f)
                     wa *= keep
                     wa += (eta_w * m) * e_w
+                    if kind == 3 and coord_bias != 0.0:
+                        e_b = decay * e_b + post[-1] * coord_bias
+                        st["b"] = keep * st["b"] + eta_w * m * e_b
                 elif kind == 1:
                     q = wa[act] @ f
                     nxt, q2 = 0, 0.0
@@ -329,7 +403,8 @@ def run_simulation(sim, until=None, numpy: bool = False):
          until, env.max_steps, env.goal_reward, env.wall_reward, env.step_reward, env.inertia,
          env.timeout_terminal, ka["eta_v"], ka["eta_w"], ka["gamma"], ka["lam"], ka["beta"],
          ka["baseline_rate"], ka["w_decay"], sim.v_, sim.w_, sim.b_, sim.rng_state_, sim.buf_,
-         sim.buf_n_, sim.latency_, sim.reward_, sim.bumps_, sim.traj_, sim.rec_slot)
+         sim.buf_n_, sim.latency_, sim.reward_, sim.bumps_, sim.traj_, sim.rec_slot,
+         ka.get("eta_c", 0.0), ka.get("lam_c", 0.0), sim.wc_, sim.gc_, ka.get("coord_bias", 0.0))
     sim.seconds += time.perf_counter() - t
     sim.trial = until
     return sim
