@@ -1,0 +1,310 @@
+"""A Hebbian hidden layer trained without labels, then a linear read-out (Krotov & Hopfield 2019,
+"Unsupervised learning by competing hidden units", PNAS; Journé, Rodriguez, Guo & Moraitis 2023,
+"Hebbian deep learning without feedback", ICLR -- SoftHebb).
+
+Part ``fmnist``: one dense layer of ``units`` = 2000 neurons on Fashion-MNIST, trained by SoftHebb
+(soft winner-take-all) or by Krotov–Hopfield competition, no labels; then the protocol's linear
+probe (multinomial logistic regression, standardised features, L-BFGS) on its rectified responses.
+Compared with random features of the same width and non-linearity, the Hebbian arms' initial
+weights without learning (``data_init``: 2000 training images as templates -- the control that
+shows what learning adds), raw pixels, and the same 784-2000-10 network trained end to end by
+backprop.  Goal of the issue: Hebbian ≥ 88 %, above
+random features and pixels (logistic regression on pixels ≈ 84 %).  Measured (seed 0, 1 Hebbian
+epoch, probe 300 iterations): SoftHebb 87.1 %, Krotov–Hopfield 86.7 %, random 86.6 %, data_init
+86.4 %, pixels 83.9 %, backprop 89.1 % -- above random and pixels, below the 88 % goal.
+
+Part ``cifar``: the protocol's ``conv3`` encoder (../shared/PROTOCOL.md) trained block by block
+with SoftHebb on im2col patches (the same rule function as the dense layer; bias by homeostatic
+intrinsic plasticity), then the protocol's evaluation (:func:`bioplausible.protocol.protocol_eval`:
+per-block 2x2 and GAP probes, few-label probes, kNN), next to the random-init ``conv3`` (same seed)
+and raw pixels with the very same evaluation.  CLAPP and supervised numbers are cited from
+experiments/README.md, not re-run.  (SoftHebb reports 80.3 % on CIFAR-10 with a much larger network.)
+
+    python experiments/hebbian_classifier.py --out runs/hebb-clf                 # both parts
+    python experiments/hebbian_classifier.py --set part=fmnist --out runs/hebb-fm
+    python experiments/hebbian_classifier.py --set part=cifar --set cifar_n_train=10000
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULTS = {
+    "part": "both",                 # fmnist | cifar | both
+    # ---- Fashion-MNIST dense layer
+    "fm_arms": ["pixels", "random", "data_init", "softhebb", "krotov_hopfield", "backprop"],
+    "units": 2000,
+    "init": "data",                 # initial Hebbian weights: data (training inputs) | random
+    "fm_epochs": 1,                 # Hebbian epochs (no labels)
+    "batch": 100,
+    "softhebb_lr": 0.1,             # with average=unit: fraction of the way to its inputs' mean
+    "softhebb_t": 200.0,            # inverse temperature (inputs and weights have unit length)
+    "softhebb_average": "unit",     # unit | batch (see rules.hebbian.softhebb)
+    "kh_lr": 0.04,                  # largest weight step per batch (decays linearly to 0)
+    "kh_p": 3.0,
+    "kh_rank": 2,
+    "kh_delta": 0.4,
+    "feature_power": 1.0,           # read-out features relu(u - mean u)^power
+    "bp_epochs": 5,                 # the backprop arm (Adam 1e-3, batch 256)
+    "probe_iter": 500,
+    "n_train": 0,                   # Fashion-MNIST subset sizes (0 = all)
+    "n_test": 0,
+    # ---- CIFAR-10 conv3
+    "cifar_arms": ["pixels", "random", "softhebb"],
+    "cifar_n_train": 0,             # training images for the probes (0 = all 50,000)
+    "cifar_n_test": 0,
+    "cifar_hebb_images": 10000,     # images the Hebbian rule sees per block (1 pass)
+    "conv_lr": 0.05,
+    "conv_t": 20.0,
+    "conv_bias_target": 0.5,        # target activity of each conv unit (homeostatic bias)
+    "conv_max_rows": 4096,          # patches per step per block
+    "conv_average": "unit",         # SoftHebb update per unit activity (see rules.hebbian.softhebb)
+    "conv_batch": 32,
+    "seed": 0,
+    "progress": True,
+}
+SMOKE = {"units": 64, "n_train": 1000, "n_test": 500, "bp_epochs": 1, "probe_iter": 50,
+         "cifar_n_train": 500, "cifar_n_test": 300, "cifar_hebb_images": 256, "conv_max_rows": 512,
+         "cifar_arms": ["random", "softhebb"]}
+CHOICES = {"part": ["fmnist", "cifar", "both"],
+           "fm_arms": ["pixels", "random", "data_init", "softhebb", "krotov_hopfield", "backprop"],
+           "init": ["data", "random"], "conv_average": ["unit", "batch"],
+           "softhebb_average": ["unit", "batch"],
+           "cifar_arms": ["pixels", "random", "softhebb"]}
+
+#: CLAPP and supervised rows on CIFAR-10 cited from experiments/README.md (seeds 0-2, 2 epochs,
+#: full training set) -- not re-run here.
+CITED_CIFAR = [
+    {"arm": "CLAPP (cited, README, 3 seeds)", "probe2x2_b3": 0.525, "probe_gap_b3": 0.460,
+     "few10_b3": 0.245, "few100_b3": 0.336, "knn_b3": 0.373},
+    {"arm": "random init (cited, README, 3 seeds)", "probe2x2_b3": 0.579, "probe_gap_b3": 0.497,
+     "few10_b3": 0.278, "few100_b3": 0.385, "knn_b3": 0.418},
+    {"arm": "InfoNCE backprop (cited, README, 3 seeds)", "probe2x2_b3": 0.578, "probe_gap_b3": 0.511,
+     "few10_b3": 0.291, "few100_b3": 0.396, "knn_b3": 0.447},
+]
+
+
+# ------------------------------------------------------------------------------- dense part
+def unit_rows(X):
+    """Divisive normalisation of each input pattern to unit length."""
+    return (X / (np.linalg.norm(X, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
+
+
+def init_dense(X: np.ndarray, cfg: dict, rng, kind: str) -> np.ndarray:
+    """Initial weights: ``random`` (Gaussian directions) or ``data`` (``units`` training inputs
+    drawn at random, as prototypes -- the usual start of competitive learning, so that every unit
+    can win some inputs; with random directions in 784 dimensions a few units win everything)."""
+    from bioplausible.rules import hebbian as H
+
+    if kind == "data":
+        return H.normalize_columns(X[rng.choice(len(X), cfg["units"], replace=False)].T.copy())
+    return H.normalize_columns(rng.normal(size=(X.shape[1], cfg["units"])).astype(np.float32))
+
+
+def train_dense(rule: str, X: np.ndarray, cfg: dict, rng) -> np.ndarray:
+    """Unsupervised training of a (n_in, units) layer by ``rule`` on rows of X (no labels)."""
+    from bioplausible.rules import hebbian as H
+
+    W = init_dense(X, cfg, rng, cfg["init"])
+    B, E = cfg["batch"], cfg["fm_epochs"]
+    n_steps = E * (len(X) // B)
+    step = 0
+    for ep in range(E):
+        perm = rng.permutation(len(X))
+        for i in range(0, len(X) - B + 1, B):
+            xb = X[perm[i:i + B]]
+            frac = 1 - step / max(n_steps, 1)
+            if rule == "softhebb":
+                W += H.softhebb(W, xb, cfg["softhebb_lr"] * frac + 1e-6, temperature=cfg["softhebb_t"],
+                                anti_hebbian=True, average=cfg["softhebb_average"])
+            elif rule == "krotov_hopfield":
+                W += H.krotov_hopfield(W, xb, cfg["kh_lr"] * frac + 1e-6, p=cfg["kh_p"],
+                                       rank=cfg["kh_rank"], delta=cfg["kh_delta"])
+            else:
+                raise ValueError(rule)
+            step += 1
+    return W
+
+
+def dense_features(W, mu, X, power):
+    """Read-out features: ``relu(u − μ)^power`` with ``u = Wᵀx`` and ``μ`` each unit's mean drive
+    on the training set (a firing threshold; the same for every arm)."""
+    F = np.maximum(X @ W - mu, 0)
+    return F ** power if power != 1 else F
+
+
+def run_fmnist(cfg, out, rows):
+    from bioplausible import encoders
+    from bioplausible.data_prep import prepare
+    from bioplausible.evaluate import linear_probe, representation_report
+    from bioplausible.experiment import open_run
+    from bioplausible.rules import hebbian as H
+
+    data = prepare("fashion_mnist", n_train=cfg["n_train"], n_test=cfg["n_test"], seed=cfg["seed"])
+    Xtr = data.x_train.reshape(len(data.x_train), -1)
+    Xte = data.x_test.reshape(len(data.x_test), -1)
+    Utr, Ute = unit_rows(Xtr), unit_rows(Xte)
+    for arm in cfg["fm_arms"]:
+        rng = np.random.default_rng([cfg["seed"], 5])
+        name = f"fmnist-{arm}-s{cfg['seed']}"
+        run_file = open_run(out, name, dict(cfg, arm=arm), cfg["seed"])
+        t0 = time.time()
+        extra = {}
+        with run_file:
+            if arm == "pixels":
+                ftr, fte = Xtr, Xte
+                t_train = 0.0
+            elif arm == "backprop":
+                from bioplausible.rules.backprop import Supervised
+                from bioplausible.trainer import fit
+
+                recipe = {"name": "mlp", "block": [{"layers": [
+                    {"type": "flatten"}, {"type": "dense", "out": cfg["units"]}, {"type": "relu"}]}]}
+                enc = encoders.build(recipe, data.in_shape, seed=cfg["seed"])
+                rule = Supervised(enc, data.n_classes, lr=1e-3, seed=cfg["seed"])
+                last = fit(rule, enc, data.x_train, data.y_train, epochs=cfg["bp_epochs"],
+                           batch_size=256, seed=cfg["seed"], run=run_file, progress=cfg["progress"])
+                t_train = time.time() - t0
+                pred = rule.predict(enc, data.x_test)
+                extra["end_to_end_test"] = float((pred == data.y_test).mean())
+                ftr, fte = enc.outputs(data.x_train)[-1], enc.outputs(data.x_test)[-1]
+            else:
+                if arm == "random":
+                    W = init_dense(Utr, cfg, rng, "random")
+                elif arm == "data_init":            # control: the data-drawn start, no learning
+                    W = init_dense(Utr, cfg, rng, "data")
+                else:
+                    W = train_dense(arm, Utr, cfg, rng)
+                t_train = time.time() - t0
+                mu = (Utr @ W).mean(0)
+                ftr = dense_features(W, mu, Utr, cfg["feature_power"])
+                fte = dense_features(W, mu, Ute, cfg["feature_power"])
+                run_file.save_result("W", W)
+                rep = representation_report(ftr[:5000])
+                extra["eff_rank"] = float(rep["effective_rank"])
+                extra["dead"] = float(rep["dead_fraction"])
+            t1 = time.time()
+            pr = linear_probe(ftr, data.y_train, fte, data.y_test, max_iter=cfg["probe_iter"])
+            row = {"part": "fmnist", "arm": arm, "width": ftr.shape[1], "probe_test": pr["test_acc"],
+                   "probe_train": pr["train_acc"], "probe_iter": pr["n_iter"],
+                   "train_s": round(t_train, 1), "probe_s": round(time.time() - t1, 1), **extra}
+            run_file.save_result("row", {k: v for k, v in row.items() if isinstance(v, (int, float))})
+        rows.append(row)
+        if arm in ("softhebb", "krotov_hopfield"):
+            _draw_dense_filters(W, out / f"fmnist_{arm}_filters.png", arm)
+
+
+def _draw_dense_filters(W, path, arm, n=100):
+    from bioplausible.plots import _plt, _save
+
+    plt = _plt()
+    fig, axes = plt.subplots(10, 10, figsize=(7, 7.3), dpi=100)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= W.shape[1]:
+            continue
+        f = W[:, k].reshape(28, 28)
+        m = np.abs(f).max() + 1e-12
+        ax.imshow(f, cmap="bwr", vmin=-m, vmax=m)
+    fig.suptitle(f"Fashion-MNIST, {arm}: first 100 of {W.shape[1]} units (no labels)", fontsize=9)
+    _save(plt, fig, path)
+
+
+# ------------------------------------------------------------------------------- conv part
+def _draw_conv1(w, path):
+    """The first block's 3x3 RGB filters (each scaled to [0, 1] around grey)."""
+    from bioplausible.plots import _plt, _save
+
+    plt = _plt()
+    c_out = w.shape[-1]
+    fig, axes = plt.subplots(4, int(np.ceil(c_out / 4)), figsize=(c_out / 4 * 0.7, 3), dpi=100)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < c_out:
+            f = w[..., k] if w.shape[2] == 3 else np.repeat(w[..., :1, k], 3, axis=2)
+            ax.imshow(0.5 + 0.5 * f / (np.abs(f).max() + 1e-12), interpolation="nearest")
+    fig.suptitle("CIFAR-10, SoftHebb conv3 block 1 (no labels)", fontsize=8)
+    _save(plt, fig, path)
+
+
+
+def train_conv3_hebbian(enc, x, cfg, log=None):
+    """SoftHebb on conv3, block after block, one pass over ``x`` per block."""
+    from bioplausible.rules.hebbian import HebbianBlockwise
+
+    rule = HebbianBlockwise(enc, "softhebb", lr=cfg["conv_lr"], max_rows=cfg["conv_max_rows"],
+                            bias_target=cfg["conv_bias_target"], temperature=cfg["conv_t"],
+                            anti_hebbian=True, average=cfg["conv_average"])
+    B = cfg["conv_batch"]
+    for bi in range(len(enc.blocks)):
+        rule.active = [bi]
+        for s, i in enumerate(range(0, len(x) - B + 1, B)):
+            m = rule.step(enc, {"x": x[i:i + B], "y": None,
+                                "rng": np.random.default_rng([cfg["seed"], 9, bi, s])})
+            if log is not None and s % 20 == 0:
+                log(bi, s, m)
+    return rule
+
+
+def run_cifar(cfg, out, rows):
+    from bioplausible import encoders
+    from bioplausible.data_prep import prepare
+    from bioplausible.experiment import open_run
+    from bioplausible.protocol import pixel_eval, protocol_eval
+
+    data = prepare("cifar10", n_train=cfg["cifar_n_train"], n_test=cfg["cifar_n_test"], seed=cfg["seed"])
+    keys = ["probe2x2_b1", "probe_gap_b1", "probe2x2_b2", "probe_gap_b2", "probe2x2_b3",
+            "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
+    results = {}
+    for arm in cfg["cifar_arms"]:
+        name = f"cifar-{arm}-s{cfg['seed']}"
+        run_file = open_run(out, name, dict(cfg, arm=arm), cfg["seed"])
+        t0 = time.time()
+        with run_file:
+            if arm == "pixels":
+                res = pixel_eval(data, seed=cfg["seed"])
+                res = {"probe2x2_b3": res["probe_pixels"], "knn_b3": res["knn_pixels"]}
+                t_train = 0.0
+            else:
+                enc = encoders.build("conv3", data.in_shape, seed=cfg["seed"])
+                if arm == "softhebb":
+                    rng = np.random.default_rng([cfg["seed"], 8])
+                    idx = rng.permutation(len(data.x_train))[:cfg["cifar_hebb_images"]]
+                    train_conv3_hebbian(enc, data.x_train[idx], cfg,
+                                        log=lambda bi, s, m: run_file.log(
+                                            "train", block=bi + 1, step=s, **m))
+                    run_file.checkpoint(enc.state_dict(), {"done": 1})
+                    _draw_conv1(enc.blocks[0].layers[0].params["w"], out / "cifar_softhebb_block1_filters.png")
+                t_train = time.time() - t0
+                res = protocol_eval(enc, data, seed=cfg["seed"])
+            run_file.save_result("eval", res)
+        results[arm] = res
+        rows.append({"part": "cifar", "arm": arm, **{k: res.get(k) for k in keys},
+                     "train_s": round(t_train, 1), "eval_s": round(time.time() - t0 - t_train, 1)})
+    if "random" in results and "softhebb" in results:
+        wins = [k for k in keys if results["softhebb"].get(k, np.nan) > results["random"].get(k, np.nan)]
+        for r in rows:
+            if r.get("part") == "cifar" and r.get("arm") == "softhebb":
+                r["beats_random_on"] = f"{len(wins)}/{len(keys)}"
+        from bioplausible.plots import bars
+        bars([{"arm": a, **{k: results[a].get(k, np.nan) for k in keys}} for a in results],
+             keys, "arm", out / "cifar_probes.png", title="CIFAR-10 conv3: protocol probes")
+    for c in CITED_CIFAR:
+        rows.append({"part": "cifar", **c})
+
+
+def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
+    rows: list[dict] = []
+    if cfg["part"] in ("fmnist", "both"):
+        run_fmnist(cfg, out, rows)
+    if cfg["part"] in ("cifar", "both"):
+        run_cifar(cfg, out, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    from bioplausible.experiment import main_for
+
+    raise SystemExit(main_for(__name__))
