@@ -11,3 +11,13 @@ def rng():
 def torch_or_skip():
     """Import torch for reference checks, or skip the test (torch is an optional extra)."""
     return pytest.importorskip("torch")
+
+
+def have_dataset(name):
+    """True when the dataset's test split is on this machine (no download attempted)."""
+    from bioplausible import datasets
+    try:
+        datasets.load(name, "test", download=False)
+        return True
+    except Exception:
+        return False

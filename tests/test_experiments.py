@@ -14,13 +14,7 @@ from bioplausible.experiment import EXPERIMENTS_DIR, list_experiments
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _have(name):
-    from bioplausible import datasets
-    try:
-        datasets.load(name, "test", download=False)
-        return True
-    except Exception:
-        return False
+from conftest import have_dataset as _have  # noqa: E402
 
 
 def _smoke(script, out, timeout=900):

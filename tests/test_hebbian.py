@@ -361,13 +361,7 @@ def test_receptive_fields_smoke(tmp_path):
         assert (tmp_path / r["figure"]).is_file() and 0 <= r["local_oriented"] <= 1
 
 
-def _have(name):
-    from bioplausible import datasets
-    try:
-        datasets.load(name, "test", download=False)
-        return True
-    except Exception:
-        return False
+from conftest import have_dataset as _have  # noqa: E402
 
 
 def test_hebbian_classifier_smoke(tmp_path):

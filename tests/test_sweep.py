@@ -339,13 +339,7 @@ def test_rerun_with_other_fixed_settings_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- real experiments
 
-def _have(name):
-    from bioplausible import datasets
-    try:
-        datasets.load(name, "test", download=False)
-        return True
-    except Exception:
-        return False
+from conftest import have_dataset as _have  # noqa: E402
 
 
 @pytest.mark.slow
