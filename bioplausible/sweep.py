@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import UserError
-from .store import _fsync_dir
+from .store import _clean_stale_tmp, _fsync_dir, _tmp_prefix
 
 MANIFEST = "sweep.json"
 RESULT = "result.json"
@@ -428,7 +428,7 @@ def write_json_atomic(path: Path, data) -> None:
     """Write JSON to a temporary file in the same folder, fsync it, rename it onto ``path``:
     a process killed at any moment leaves the old or the new file, never half of one."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = path.parent / f"{_tmp_prefix(path)}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False, allow_nan=False)
@@ -445,30 +445,6 @@ def write_json_atomic(path: Path, data) -> None:
 def _read_json(path: Path):
     with open(path) as f:
         return json.load(f)
-
-
-def _clean_tmp_json(folder: Path) -> None:
-    """Remove temporary JSON files left by processes that no longer run."""
-    if not folder.is_dir():
-        return
-    for p in folder.glob(".*.json.tmp-*"):
-        try:
-            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except (IndexError, ValueError):
-            continue
-        if pid == os.getpid() or not _pid_alive(pid):
-            with contextlib.suppress(OSError):
-                p.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _run_files(folder: Path) -> list[Path]:
@@ -623,7 +599,7 @@ def run_point(spec: dict) -> dict:
             "started": _now()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _clean_tmp_json(folder)
+        _clean_stale_tmp(folder / RESULT)
         existing = _run_files(folder)
         resume = existing[0] if len(existing) == 1 else None
         mod = _load_module_file(spec["file"])
@@ -895,7 +871,7 @@ def run_sweep(experiment, grid, seeds=None, *, sets=(), out=None, workers: int |
             man = existing or _Manifest.fresh(out, target, base, smoke, sets)
             if existing is not None:       # re-read under the lock
                 man = _Manifest(out, load_manifest(out))
-            _clean_tmp_json(out)
+            _clean_stale_tmp(out / MANIFEST)
             todo, skipped = [], []
             for p in points:
                 entry_ = man.add(p)
