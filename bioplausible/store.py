@@ -139,6 +139,8 @@ def _tmp_prefix(path: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while process *pid* runs.  A zombie (killed, not yet reaped -- common for orphaned
+    workers in containers whose PID 1 does not reap) counts as dead: it can write nothing more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -147,7 +149,12 @@ def _pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def _clean_stale_tmp(path: Path) -> list[Path]:

@@ -262,3 +262,27 @@ def test_sigkill_leaves_consistent_file(tmp_path, trial):
     # stale temporary files of the killed process are gone after resume and never listed
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
     assert find_runs(tmp_path) == [path]
+
+
+def test_zombie_writer_counts_as_dead(tmp_path):
+    """A killed but unreaped writer (a zombie) must not protect its stale temporary file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bioplausible.store import _clean_stale_tmp, _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _pid_alive(child.pid)
+        stale = tmp_path / f".run.h5.tmp-{child.pid}-abcd"
+        stale.write_bytes(b"partial")
+        os.kill(child.pid, signal.SIGKILL)
+        time.sleep(0.2)                       # killed, not yet reaped: a zombie
+        assert not _pid_alive(child.pid)
+        assert _clean_stale_tmp(tmp_path / "run.h5") == [stale] and not stale.exists()
+    finally:
+        child.kill()
+        child.wait()
