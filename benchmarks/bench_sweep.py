@@ -3,8 +3,11 @@
     python benchmarks/bench_sweep.py [--points 8] [--workers 2] [--n-train 8192] [--repeats 1]
                                      [--scheduler local] [--out /tmp/bench-sweep]
 
-The runs are real: the ``supervised`` experiment (``conv3`` on Fashion-MNIST, Adam) at 4 learning
-rates x 2 seeds, 1 epoch on ``--n-train`` training images, tested on 2,000 test images.  *Serial*
+The runs are real.  ``--experiment supervised`` (default): ``conv3`` on Fashion-MNIST, Adam, at 4
+learning rates x 2 seeds, 1 epoch on ``--n-train`` training images, tested on 2,000 test images --
+BLAS-bound work that a serial run already spreads over both cores.  ``--experiment water_maze``:
+the actor-critic water maze (50 agents, 40 trials, platform moved after 20) at 4 actor learning rates x 2 seeds -- numba
+kernels on one core, like most of the project's local rules (Hebbian, three-factor, spiking).  *Serial*
 is ``run_sweep(..., workers=0)``: one run after the other in this process, numpy/BLAS free to use
 every core (what a user gets without the sweep; ``--serial-threads 1`` limits it to one BLAS/numba
 thread, which measures process parallelism alone).  *Parallel* is ``run_sweep(..., workers=2)``
@@ -59,7 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=8, help="number of runs (lr values x 2 seeds)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--scheduler", default=None, help="'local' for a Dask LocalCluster")
-    p.add_argument("--n-train", type=int, default=8192)
+    p.add_argument("--experiment", choices=["supervised", "water_maze"], default="supervised")
+    p.add_argument("--n-train", type=int, default=8192, help="supervised only")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="keep the sweep folders here")
     p.add_argument("--serial-threads", type=int, default=None,
@@ -70,11 +74,15 @@ def main(argv=None) -> int:
     from bioplausible.sweep import run_sweep
 
     n_lr = max(1, args.points // 2)
-    lrs = [1e-3 * 0.7 ** i for i in range(n_lr)]
-    grid = {"lr": [float(f"{v:.3g}") for v in lrs]}
-    sets = ["epochs=1", f"n_train={args.n_train}", "n_test=2000", "batch_size=128"]
+    if args.experiment == "supervised":
+        lrs = [1e-3 * 0.7 ** i for i in range(n_lr)]
+        grid = {"lr": [float(f"{v:.3g}") for v in lrs]}
+        sets = ["epochs=1", f"n_train={args.n_train}", "n_test=2000", "batch_size=128"]
+    else:
+        grid = {"eta_actor": [float(f"{0.05 * 0.8 ** i:.3g}") for i in range(n_lr)]}
+        sets = ["n_agents=50", "n_trials=40", "controls="]
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    print(f"{n_lr * 2} runs of supervised ({', '.join(sets)}); serial threads: "
+    print(f"{n_lr * 2} runs of {args.experiment} ({', '.join(sets)}); serial threads: "
           f"{args.serial_threads or 'unlimited'}; load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
     ratios, rows = [], []
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
                 limit = threadpool_limits(args.serial_threads)
             t0 = time.perf_counter()
             with limit:
-                s = run_sweep("supervised", grid, seeds=2, sets=sets, out=out,
+                s = run_sweep(args.experiment, grid, seeds=2, sets=sets, out=out,
                               workers=0 if mode == "serial" else args.workers,
                               scheduler=None if mode == "serial" else args.scheduler, echo=None)
             times[mode] = time.perf_counter() - t0
