@@ -38,9 +38,13 @@ synapses; 0 = off).  ``kind`` selects the agent:
   the goal is reached, its estimated coordinates (x̂_g, ŷ_g) = (x̂(p_goal), ŷ(p_goal)) are stored
   (``gc[a] = (x̂_g, ŷ_g, 1)``; overwritten at every arrival, kept across trials and platform
   moves).  The coord action moves ``step`` along (x̂_g − x̂(p), ŷ_g − ŷ(p)) (exactly at x̂_g: no
-  heading).  Reaching the remembered goal, |(x̂_g, ŷ_g) − (x̂, ŷ)(p')| ≤ goal radius, without
-  finding the platform clears the memory (``gc[a, 2] = 0``, "it is not here"); while no goal is
-  in memory the coord action heads in one of the ``dirs`` drawn at random (one more uniform).
+  heading).  Reaching the remembered goal, |(x̂_g, ŷ_g) − (x̂, ŷ)(p')| ≤ ``clear_frac`` · goal
+  radius, without finding the platform clears the memory (``gc[a, 2] = 0``, "it is not here";
+  ``clear_frac`` = 0: never cleared); while no goal is in memory the coord action heads in one
+  of the ``dirs`` drawn at random (one more uniform).  ``guide``: after a trial that timed out
+  the agent is placed on the platform (the experimenter's guiding in the watermaze protocol) and
+  stores the estimated coordinates of the platform centre, gc[a] = (x̂, ŷ)(g), 1 -- no reward,
+  no TD update (only the goal memory uses it).
   ``coord_bias`` c_b > 0 adds a constant input unit to the coord action cell only: its
   preference is W_coord·f(p) + c_b·b (b = ``b[a]``, unused otherwise by this kind), with
   e_b ← γλ e_b + (g_coord − π_coord) c_b, b ← (1 − ρ) b + η_W δ e_b, so trust in the coord action
@@ -224,7 +228,7 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                      beta, baseline_rate, w_decay, v, w, b, rng_state, buf, buf_n, latency,
                      reward_sum,
                      bumps, traj, rec_slot, eta_c, lam_c, wc, gc,
-                     coord_bias):  # pragma: no cover - compiled
+                     coord_bias, guide, clear_frac):  # pragma: no cover - compiled
     A = w.shape[0]
     n_act, n_pc = w.shape[1], w.shape[2]
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
@@ -246,6 +250,8 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
         for trial in range(t0, t1):
             gx, gy, gr = goals[trial, 0], goals[trial, 1], goals[trial, 2]
             gr2 = gr * gr
+            cr2 = clear_frac * clear_frac * gr2
+            found = False
             px, py = starts[a, trial, 0], starts[a, trial, 1]
             vx = 0.0
             vy = 0.0
@@ -337,10 +343,10 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                         gc[a, 0] = _dot(wc[a, 0], f2)
                         gc[a, 1] = _dot(wc[a, 1], f2)
                         gc[a, 2] = 1.0
-                    elif gc[a, 2] > 0.0:                # at the remembered goal, no platform:
-                        ddx = gc[a, 0] - cx2            # forget it
+                    elif gc[a, 2] > 0.0 and clear_frac > 0.0:   # at the remembered goal,
+                        ddx = gc[a, 0] - cx2                    # no platform: forget it
                         ddy = gc[a, 1] - cy2
-                        if ddx * ddx + ddy * ddy <= gr2:
+                        if ddx * ddx + ddy * ddy <= cr2:
                             gc[a, 2] = 0.0
                 if kind == 0 or kind == 3:
                     val = _dot(v[a], f)
@@ -395,7 +401,13 @@ def _run_agents_impl(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                     traj[a, slot, steps, 0] = px
                     traj[a, slot, steps, 1] = py
                 if done:
+                    found = True
                     break
+            if kind == 3 and guide and not found:      # timed out: placed on the platform,
+                _place(gx, gy, centres, inv2s2, f2)     # it notes where that is
+                gc[a, 0] = _dot(wc[a, 0], f2)
+                gc[a, 1] = _dot(wc[a, 1], f2)
+                gc[a, 2] = 1.0
             latency[a, trial] = steps
             reward_sum[a, trial] = rsum
             bumps[a, trial] = nb

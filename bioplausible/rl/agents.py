@@ -118,11 +118,21 @@ class CoordActorCritic(ActorCritic):
     c_b to the coord action cell alone, with weight b (stored in ``Simulation.b_``), learned by
     the same rule (e_b ← γλ e_b + (g_coord − π_coord) c_b, b ← (1 − ρ) b + η_W δ e_b): the
     coord preference W_coord·f(p) + c_b b can then generalise over the whole pool.
+    ``goal_clear`` κ: reaching the remembered goal, |(x̂_g, ŷ_g) − (x̂, ŷ)(p)| ≤ κ · platform
+    radius, without finding the platform clears the memory (the coord action then heads in a
+    random direction until the next arrival); κ = 0: never cleared.  With an environment's
+    ``guide_on_timeout`` a trial that times out stores the platform centre's coordinates (the rat
+    is placed on the platform), so a failed first trial of a day still sets the day's goal.
+
+    In the delayed matching-to-place task (``experiments/water_maze.py --set protocol=dmp``)
+    this agent learns over days to find each new platform on the second trial of the day
+    (Foster et al.'s one-trial learning), while :class:`ActorCritic` does not; see there.
     """
 
     eta_coord: float = 0.005
     lam_coord: float = 0.9
     coord_bias: float = 0.0
+    goal_clear: float = 1.0
     kind: int = field(default=3, init=False, repr=False)
 
     def __post_init__(self):
@@ -130,10 +140,12 @@ class CoordActorCritic(ActorCritic):
         _check_positive("eta_coord", self.eta_coord, True)
         _check_unit("lam_coord", self.lam_coord)
         _check_positive("coord_bias", self.coord_bias, True)
+        _check_positive("goal_clear", self.goal_clear, True)
 
     def kernel_args(self):
         return super().kernel_args() | dict(eta_c=self.eta_coord, lam_c=self.lam_coord,
-                                            coord_bias=self.coord_bias)
+                                            coord_bias=self.coord_bias,
+                                            clear_frac=self.goal_clear)
 
 
 @dataclass
@@ -308,7 +320,8 @@ class Simulation:
              ka["beta"], ka["baseline_rate"], ka["w_decay"], self.v_,
              self.w_, self.b_, self.rng_state_, self.buf_, self.buf_n_, self.latency_,
              self.reward_, self.bumps_, self.traj_, self.rec_slot, ka.get("eta_c", 0.0),
-             ka.get("lam_c", 0.0), self.wc_, self.gc_, ka.get("coord_bias", 0.0))
+             ka.get("lam_c", 0.0), self.wc_, self.gc_, ka.get("coord_bias", 0.0),
+             env.guide_on_timeout, ka.get("clear_frac", 1.0))
         self.seconds += time.perf_counter() - t
         self.trial = until
         return self
@@ -366,13 +379,14 @@ def course_preset(**overrides):
     initialised to 0, ε-greedy with ε_n = max(0.05, 0.9 · 0.97ⁿ) in trial n (0-based), ties
     broken at random.
 
-    ``overrides`` may set ``layout``, ``max_steps``, ``n_cells``, ``sigma`` and any
+    ``overrides`` may set ``layout``, ``max_steps``, ``step_reward`` (a cost per step, ≤ 0; 0 in
+    the course preset), ``n_cells``, ``sigma`` and any
     :class:`SarsaLambda` field (``eta``, ``gamma``, ``lam``, ``eps0``, ``eps_min``, ``eps_decay``).
     """
     from .envs import Maze
     from .place_cells import grid
 
-    env_keys = {"layout": "open", "max_steps": 1000}
+    env_keys = {"layout": "open", "max_steps": 1000, "step_reward": 0.0}
     cell_keys = {"n_cells": 20, "sigma": 0.05}
     agent_keys = {"eta": 0.005, "gamma": 0.95, "lam": 0.95, "eps0": 0.9, "eps_min": 0.05,
                   "eps_decay": 0.97}
@@ -383,5 +397,6 @@ def course_preset(**overrides):
     pick = lambda d: {k: overrides.get(k, v) for k, v in d.items()}
     e, c, a = pick(env_keys), pick(cell_keys), pick(agent_keys)
     env = Maze(e["layout"], start=(0.1, 0.1), goal=(0.8, 0.8), goal_radius=0.1, step=0.03,
-               n_actions=8, goal_reward=10.0, wall_reward=-2.0, max_steps=e["max_steps"])
+               n_actions=8, goal_reward=10.0, wall_reward=-2.0, max_steps=e["max_steps"],
+               step_reward=e["step_reward"])
     return env, grid(c["n_cells"], c["sigma"]), SarsaLambda(**a)

@@ -23,7 +23,7 @@ class Arena:
 
     def __init__(self, bounds, obstacles=(), step=0.03, n_actions=8, goal_reward=10.0,
                  wall_reward=-2.0, max_steps=1000, inertia=0.0, step_reward=0.0,
-                 timeout_terminal=False):
+                 timeout_terminal=False, guide_on_timeout=False):
         self.bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
         obs = np.asarray(obstacles, dtype=np.float64).reshape(-1, 4)
         if np.any(obs[:, 2] <= obs[:, 0]) or np.any(obs[:, 3] <= obs[:, 1]):
@@ -46,6 +46,7 @@ class Arena:
             raise UserError(f"step_reward must be a number; got {step_reward}")
         self.step_reward = float(step_reward)
         self.timeout_terminal = bool(timeout_terminal)
+        self.guide_on_timeout = bool(guide_on_timeout)
         self.obstacles = np.ascontiguousarray(obs)
         self.step = float(step)
         self.n_actions = int(n_actions)
@@ -101,16 +102,24 @@ class WaterMaze(Arena):
     = 0.03 m by default), so ``max_steps`` = 1200 is a 120 s trial; the heading has ``inertia``
     0.7 (momentum, as in Foster et al.).  Bumping the pool wall costs ``wall_reward`` = −0.05
     (without it, agents whose platform moved learn to press against the wall, where the TD error
-    is zero, and stop exploring)."""
+    is zero, and stop exploring).
+
+    ``platforms`` (optional, (n, 2)): the platform centre of every trial, overriding
+    ``platform``/``moved_platform``/``move_after`` (e.g. the delayed matching-to-place protocol,
+    :func:`dmp_platforms`); then at most n trials can be run.  ``guide_on_timeout``: a rat that
+    has not found the platform when the trial times out is placed on it (the usual watermaze
+    procedure); only an agent with a goal memory (:class:`~bioplausible.rl.agents.CoordActorCritic`)
+    uses this -- it stores the platform's estimated coordinates -- the TD learners get no reward."""
 
     disc = True
 
     def __init__(self, radius=1.0, platform=(0.5, 0.5), platform_radius=0.1,
                  moved_platform=(-0.5, -0.5), move_after=20, start_radius=0.95, step=0.03,
                  n_actions=8, goal_reward=1.0, wall_reward=-0.05, max_steps=1200, inertia=0.7,
-                 step_reward=0.0, timeout_terminal=False):
+                 step_reward=0.0, timeout_terminal=False, platforms=None,
+                 guide_on_timeout=False):
         super().__init__((0.0, 0.0, radius, 0.0), (), step, n_actions, goal_reward, wall_reward,
-                         max_steps, inertia, step_reward, timeout_terminal)
+                         max_steps, inertia, step_reward, timeout_terminal, guide_on_timeout)
         self.radius = float(radius)
         self.platform = np.asarray(platform, dtype=np.float64)
         self.moved_platform = (None if moved_platform is None
@@ -118,16 +127,34 @@ class WaterMaze(Arena):
         self.platform_radius = float(platform_radius)
         self.move_after = None if move_after is None else int(move_after)
         self.start_radius = float(start_radius)
-        for name, p in (("platform", self.platform), ("moved_platform", self.moved_platform)):
+        fixed = (("platform", self.platform), ("moved_platform", self.moved_platform))
+        for name, p in fixed if platforms is None else ():
             if p is not None and np.hypot(*p) + self.platform_radius > self.radius:
                 raise UserError(f"{name} {tuple(p)} with radius {platform_radius} is not inside "
                                 f"the pool of radius {radius}")
+        self.platforms = None
+        if platforms is not None:
+            pl = np.asarray(platforms, dtype=np.float64)
+            if pl.ndim != 2 or pl.shape[1] != 2 or len(pl) == 0 or not np.isfinite(pl).all():
+                raise UserError(f"platforms must be an (n_trials, 2) array of platform centres; "
+                                f"got shape {pl.shape}")
+            if np.any(np.hypot(pl[:, 0], pl[:, 1]) + self.platform_radius > self.radius):
+                raise UserError(f"every platform (radius {platform_radius}) must lie inside the "
+                                f"pool of radius {radius}")
+            self.platforms = np.ascontiguousarray(pl)
         if not 0 < self.start_radius <= 1:
             raise UserError(f"start_radius is a fraction of the pool radius in (0, 1]; got "
                             f"{start_radius}")
 
     def goals(self, n_trials: int) -> np.ndarray:
         g = np.empty((int(n_trials), 3))
+        if self.platforms is not None:
+            if int(n_trials) > len(self.platforms):
+                raise UserError(f"{n_trials} trials but platforms given for only "
+                                f"{len(self.platforms)}")
+            g[:, :2] = self.platforms[:int(n_trials)]
+            g[:, 2] = self.platform_radius
+            return g
         g[:, :2] = self.platform
         if self.move_after is not None and self.moved_platform is not None:
             g[self.move_after:, :2] = self.moved_platform
@@ -137,6 +164,32 @@ class WaterMaze(Arena):
     def starts(self, rng, n_agents, n_trials):
         card = self.start_radius * self.radius * np.array([[1, 0], [0, 1], [-1, 0], [0, -1.0]])
         return np.ascontiguousarray(card[rng.integers(0, 4, size=(int(n_agents), int(n_trials)))])
+
+
+def dmp_platforms(rng: np.random.Generator, days: int, trials_per_day: int, max_r: float = 0.6,
+                  min_shift: float = 0.6) -> np.ndarray:
+    """Platform centres for the delayed matching-to-place (DMP) protocol (Steele & Morris 1999;
+    Foster, Morris & Dayan 2000): a new place every day, the same for all ``trials_per_day``
+    trials of that day.  Each day's place is drawn uniformly (by area) from the disc of radius
+    ``max_r`` (m) around the pool centre, at least ``min_shift`` from the previous day's place
+    (rejection sampling with ``rng``).  Returns (days · trials_per_day, 2)."""
+    days, tpd = int(days), int(trials_per_day)
+    if days < 1 or tpd < 1:
+        raise UserError(f"DMP needs days ≥ 1 and trials_per_day ≥ 1; got {days}, {tpd}")
+    if not (0 < max_r and 0 <= min_shift < 2 * max_r):
+        raise UserError(f"need max_r > 0 and 0 ≤ min_shift < 2·max_r; got {max_r}, {min_shift}")
+    out = np.empty((days, 2))
+    prev = None
+    for d in range(days):
+        for _ in range(10000):
+            r, th = max_r * np.sqrt(rng.random()), 2 * np.pi * rng.random()
+            p = np.array([r * np.cos(th), r * np.sin(th)])
+            if prev is None or np.hypot(*(p - prev)) >= min_shift:
+                break
+        else:  # pragma: no cover - only for min_shift close to 2 max_r
+            raise UserError(f"could not place a platform {min_shift} m from the previous one")
+        out[d] = prev = p
+    return np.ascontiguousarray(np.repeat(out, tpd, axis=0))
 
 
 #: obstacles of :class:`Maze` layouts in the unit square (walls 0.04 thick, thicker than a step)

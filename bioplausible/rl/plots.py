@@ -22,7 +22,8 @@ def _arena(ax, env, goals=()):
     for o in env.obstacles:
         ax.add_patch(mp.Rectangle((o[0], o[1]), o[2] - o[0], o[3] - o[1], color="0.3"))
     for gx, gy, gr, col, lab in goals:
-        ax.add_patch(mp.Circle((gx, gy), gr, fill=False, lw=1.5, ls="--", color=col, label=lab))
+        ax.add_patch(mp.Circle((gx, gy), gr, fill=False, lw=1.8, ls="--", color=col, label=lab,
+                               zorder=5))
     x0, x1, y0, y1 = env.extent()
     pad = 0.03 * (x1 - x0)
     ax.set_xlim(x0 - pad, x1 + pad)
@@ -62,20 +63,27 @@ def latency_curves(curves: dict, out_png, dt: float = 1.0, unit: str = "steps",
 
 
 def trajectories(env, panels: list, out_png, title: str = "") -> Path:
-    """One panel per entry of ``panels``: (label, positions (steps+1, 2) with NaN padding,
-    goals list for :func:`_arena`)."""
+    """One panel per entry of ``panels``: (label, positions (steps+1, 2) with NaN padding, or
+    several agents' positions (agents, steps+1, 2) overlaid, goals list for :func:`_arena`)."""
     plt = _plt()
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.0), dpi=120, squeeze=False)
     for ax, (label, xy, goals) in zip(axes[0], panels):
         _arena(ax, env, goals)
         xy = np.asarray(xy, float)
-        xy = xy[~np.isnan(xy[:, 0])]
-        if len(xy):
-            ax.plot(xy[:, 0], xy[:, 1], lw=0.8, color="tab:blue")
-            ax.plot(*xy[0], "go", ms=4)
-            ax.plot(*xy[-1], "rs", ms=4)
-        ax.set_title(f"{label}\n{len(xy) - 1} steps", fontsize=8)
+        many = xy.ndim == 3
+        steps = []
+        for i, p in enumerate(xy if many else [xy]):
+            p = p[~np.isnan(p[:, 0])]
+            if len(p):
+                ax.plot(p[:, 0], p[:, 1], lw=0.7 if many else 0.8,
+                        color=f"C{i % 10}" if many else "tab:blue")
+                ax.plot(*p[0], "go", ms=4, zorder=6)
+                ax.plot(*p[-1], "rs", ms=4, zorder=6)
+            steps.append(len(p) - 1)
+        info = (f"{len(steps)} agents, median {int(np.median(steps))} steps" if many
+                else f"{steps[0]} steps")
+        ax.set_title(f"{label}\n{info}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(plt, fig, out_png)
@@ -107,4 +115,59 @@ def value_policy(env, dirs, panels: list, out_png, title: str = "") -> Path:
         ax.set_title(label, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, out_png)
+
+
+def dmp_latency(curves: dict, trials_per_day: int, out_png, dt: float = 1.0,
+                optimum: np.ndarray | None = None,
+                title: str = "delayed matching-to-place: a new platform every day") -> Path:
+    """Delayed matching-to-place figure.  ``curves``: label -> (agents, days · trials_per_day)
+    latencies in steps.  Left: mean ± s.e.m. over agents of every trial, grouped by day (one line
+    segment per day, so the within-day relearning curve is visible); right: the mean latency of
+    trial 1 (dashed) and trial 2 (solid) of each day -- one-trial learning shows as trial 2
+    dropping towards the optimum while trial 1 stays slow.  ``optimum`` (trials,) in steps."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.9), dpi=120,
+                                  gridspec_kw={"width_ratios": [2.2, 1]})
+    tpd = int(trials_per_day)
+    for c, (label, lat) in enumerate(curves.items()):
+        lat = np.asarray(lat, float) * dt
+        A, T = lat.shape
+        D = T // tpd
+        m = lat.mean(0)
+        se = lat.std(0, ddof=1) / np.sqrt(A) if A > 1 else np.zeros(T)
+        col = f"C{c}"
+        for d in range(D):
+            xs = np.arange(d * tpd, (d + 1) * tpd) + 1
+            sl = slice(d * tpd, (d + 1) * tpd)
+            ax.plot(xs, m[sl], color=col, marker="o", ms=2.5,
+                    label=f"{label} (n={A})" if d == 0 else None)
+            ax.fill_between(xs, m[sl] - se[sl], m[sl] + se[sl], color=col, alpha=0.2, lw=0)
+        days = np.arange(1, D + 1)
+        byday = lat[:, :D * tpd].reshape(A, D, tpd).mean(0)
+        ax2.plot(days, byday[:, 0], color=col, ls="--", marker="s", ms=3,
+                 label=f"{label}: trial 1")
+        if tpd > 1:
+            ax2.plot(days, byday[:, 1], color=col, marker="o", ms=3, label=f"{label}: trial 2")
+    T = max(np.asarray(v).shape[1] for v in curves.values())
+    for d in range(1, T // tpd):
+        ax.axvline(d * tpd + 0.5, color="0.8", lw=0.6)
+    if optimum is not None:
+        opt = np.asarray(optimum, float) * dt
+        ax.plot(np.arange(1, len(opt) + 1), opt, "k:", lw=1, label="straight-line optimum")
+        D = len(opt) // tpd
+        ax2.plot(np.arange(1, D + 1), opt[:D * tpd].reshape(D, tpd).mean(1), "k:", lw=1,
+                 label="optimum")
+    ax.set_xlabel(f"trial ({tpd} per day; grey lines: new platform)")
+    ax.set_ylabel("escape latency (s)")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax2.set_xlabel("day")
+    ax2.set_ylabel("escape latency (s)")
+    ax2.set_title("trial 1 vs trial 2 of each day", fontsize=10)
+    ax2.set_ylim(bottom=0)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
     return _save(plt, fig, out_png)

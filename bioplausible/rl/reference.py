@@ -72,7 +72,7 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                eta_v, eta_w,
                gamma, lam, beta, baseline_rate, w_decay, v, w, b, rng_state, buf, buf_n, latency,
                reward_sum, bumps, traj, rec_slot, eta_c=0.0, lam_c=0.0, wc=None, gc=None,
-               coord_bias=0.0):
+               coord_bias=0.0, guide=False, clear_frac=1.0):
     """Plain-Python twin of ``run_agents_kernel`` (same arguments, same in-place outputs)."""
     A, K, N = w.shape
     bounds = [float(x) for x in bounds]
@@ -177,7 +177,8 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                     if done:
                         goal_c = [sum(cwx[i] * f2[i] for i in range(N)),
                                   sum(cwy[i] * f2[i] for i in range(N)), 1.0]
-                    elif goal_c[2] > 0.0 and (goal_c[0] - cx2) ** 2 + (goal_c[1] - cy2) ** 2 <= gr * gr:
+                    elif (goal_c[2] > 0.0 and clear_frac > 0.0 and (goal_c[0] - cx2) ** 2
+                          + (goal_c[1] - cy2) ** 2 <= clear_frac * clear_frac * gr * gr):
                         goal_c[2] = 0.0
                 if kind in (0, 3):
                     val = sum(vv[i] * f[i] for i in range(N))
@@ -222,6 +223,10 @@ def run_agents(kind, mod_mode, disc, bounds, obstacles, centres, sigma, dirs, go
                     traj[a, slot, steps] = (x, y)
                 if done:
                     break
+            if kind == 3 and guide and not done:       # timed out: placed on the platform
+                fg = place(gx, gy)
+                goal_c = [sum(cwx[i] * fg[i] for i in range(N)),
+                          sum(cwy[i] * fg[i] for i in range(N)), 1.0]
             latency[a, trial] = steps
             reward_sum[a, trial] = rsum
             bumps[a, trial] = nb
@@ -240,7 +245,8 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                      inertia, timeout_terminal, eta_v, eta_w, gamma, lam, beta, baseline_rate,
                      w_decay, v,
                      w, b, rng_state, buf, buf_n, latency, reward_sum, bumps, traj, rec_slot,
-                     eta_c=0.0, lam_c=0.0, wc=None, gc=None, coord_bias=0.0):
+                     eta_c=0.0, lam_c=0.0, wc=None, gc=None, coord_bias=0.0, guide=False,
+                     clear_frac=1.0):
     """The same loop with NumPy vector operations per step (the way one would write it in NumPy:
     a Python loop over agents, trials and steps; place-cell activity, preferences, traces and
     updates as array expressions).  A tougher speed baseline than :func:`run_agents`."""
@@ -334,7 +340,8 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                     wc[a] += eta_c * np.outer(ce, e_c)
                     if done:
                         gc[a] = (*(wc[a] @ f2), 1.0)
-                    elif gc[a, 2] > 0.0 and ((gc[a, :2] - c2) ** 2).sum() <= gr * gr:
+                    elif (gc[a, 2] > 0.0 and clear_frac > 0.0
+                          and ((gc[a, :2] - c2) ** 2).sum() <= (clear_frac * gr) ** 2):
                         gc[a, 2] = 0.0
                 if kind in (0, 3):
                     m = modulate(r + gamma * (0.0 if term else va @ f2) - va @ f)
@@ -379,6 +386,8 @@ def run_agents_numpy(kind, mod_mode, disc, bounds, obstacles, centres, sigma, di
                     traj[a, slot, steps] = (x, y)
                 if done:
                     break
+            if kind == 3 and guide and not done:       # timed out: placed on the platform
+                gc[a] = (*(wc[a] @ place(gx, gy)), 1.0)
             latency[a, trial] = steps
             reward_sum[a, trial] = rsum
             bumps[a, trial] = nb
@@ -404,7 +413,8 @@ def run_simulation(sim, until=None, numpy: bool = False):
          env.timeout_terminal, ka["eta_v"], ka["eta_w"], ka["gamma"], ka["lam"], ka["beta"],
          ka["baseline_rate"], ka["w_decay"], sim.v_, sim.w_, sim.b_, sim.rng_state_, sim.buf_,
          sim.buf_n_, sim.latency_, sim.reward_, sim.bumps_, sim.traj_, sim.rec_slot,
-         ka.get("eta_c", 0.0), ka.get("lam_c", 0.0), sim.wc_, sim.gc_, ka.get("coord_bias", 0.0))
+         ka.get("eta_c", 0.0), ka.get("lam_c", 0.0), sim.wc_, sim.gc_, ka.get("coord_bias", 0.0),
+         env.guide_on_timeout, ka.get("clear_frac", 1.0))
     sim.seconds += time.perf_counter() - t
     sim.trial = until
     return sim
