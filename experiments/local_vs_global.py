@@ -40,6 +40,8 @@ DEFAULTS = {
     "clapp_lr": 1e-3,           # local arms (Adam on the explicit local updates)
     "clapp_positives": "grid",  # grid (CPC-style patch grid) | views (two augmented views)
     "clapp_negatives": 1,       # negatives per sample for clapp_s
+    "clapp_code_norm": False,   # hinge on batch-standardised codes (fixed statistics)
+    "clapp_decorrelate": 0.0,   # lateral decorrelation strength ν (0 = off)
     "temperature": 0.2,
     "n_train": 0,
     "n_test": 0,
@@ -74,7 +76,8 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
         return LayerWise(enc, vcfg, norm=norm, lr=cfg["lr"], temperature=cfg["temperature"], seed=seed)
     if arm in ("clapp", "clapp_s"):
         return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"], lr=cfg["clapp_lr"],
-                     negatives=cfg["clapp_negatives"], seed=seed)
+                     negatives=cfg["clapp_negatives"], code_norm=cfg["clapp_code_norm"],
+                     decorrelate=cfg["clapp_decorrelate"], seed=seed)
     raise ValueError(arm)
 
 

@@ -226,3 +226,50 @@ def test_rule_step_reduces_the_local_loss(variant, positives):
         last = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(0)})
     for b in (1, 2, 3):
         assert last[f"loss_b{b}"] < first[f"loss_b{b}"]
+
+
+@pytest.mark.parametrize("code_norm,nu", [(False, 0.5), (True, 0.0), (True, 2.0)])
+def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu):
+    """code_terms' dZ is the gradient of hinge(z̃) + ν (1/D) Σ_{i≠j} C_ij² with the batch
+    statistics of z̃ held fixed (float64 finite differences; synthetic codes)."""
+    from bioplausible.rules.clapp import code_terms
+
+    rng = np.random.default_rng(3)
+    B, D = 7, 5
+    Z = np.abs(rng.standard_normal((B, D)))
+    W = 0.3 * rng.standard_normal((D, D))
+    ci, ti = np.array([0, 1, 2, 3, 4, 5]), np.array([1, 2, 3, 4, 5, 6])
+    y, w = np.array([1.0, -1, 1, -1, 1, -1]), np.full(6, 1 / 6)
+    loss, dZ, _, _, _ = code_terms(Z, ci, ti, y, w, W, None, code_norm, nu)
+    m, s = Z.mean(0), Z.std(0) + 1e-3
+
+    def f():
+        Zs = (Z - m) / s if code_norm else Z
+        total = sum(w_ * max(0.0, 1.0 - y_ * Zs[t_] @ W @ Zs[c_])
+                    for c_, t_, y_, w_ in zip(ci, ti, y, w))
+        X = Zs - Zs.mean(0)
+        C = X.T @ X / (B - 1)
+        return total + nu * (np.sum(C * C) - np.sum(np.diag(C) ** 2)) / D
+
+    assert _rel(loss, f()) < 1e-12
+    for idx in [(0, 0), (3, 2), (6, 4), (2, 1)]:
+        assert _rel(dZ[idx], _fd(f, Z, idx)) < 1e-6, idx
+
+
+def test_decorrelation_raises_the_rank_of_the_code():
+    """Lateral decorrelation counters the collapse of a block's code: after a few steps on a fixed
+    synthetic batch the block-3 code's effective rank is higher with ν > 0 than without."""
+    from bioplausible import views
+    from bioplausible.evaluate import effective_rank
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 12, 12, 1)).astype(np.float32)   # synthetic images
+    ranks = {}
+    for nu in (0.0, 1.0):
+        enc = encoders.build("conv3", (12, 12, 1), seed=0)
+        rule = CLAPP(enc, views.preset("fashion_mnist"), lr=1e-3, code_norm=True, decorrelate=nu,
+                     seed=0)
+        for _ in range(30):
+            rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(0)})
+        ranks[nu] = effective_rank(Block.code(enc.outputs(x)[-1]))
+    assert ranks[1.0] > ranks[0.0] + 5, ranks     # measured: 19.8 vs 6.5 (init 26.7)

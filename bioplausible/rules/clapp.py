@@ -32,6 +32,16 @@ With W_retro = W_predᵀ the update is exactly −η ∂L_l/∂θ of the block-l
 (tests/test_clapp.py checks this against finite differences and torch autograd).  Updates are
 applied with Adam (per block), as in the paper's implementation.
 
+Two optional, still local, additions against the collapse of the code (both off by default):
+
+* ``code_norm`` -- the hinge sees the standardised code z̃_j = (z_j − m_j) / s_j, with m_j, s_j the
+  unit's mean and standard deviation over the batch, held fixed in the update (a homeostatic offset
+  and gain, not differentiated): ∂L/∂z_j = (∂L/∂z̃_j) / s_j.
+* ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
+  block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
+  (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
+  pushed away from the units it co-varies with, using only activities of its own block.
+
 Positives (``positives=``): ``views`` -- two augmented views of each image (context = view 1,
 target = view 2); ``grid`` -- CPC-style patch grid: overlapping patches (``patch`` pixels, stride
 ``patch_stride``) encoded separately, the patch ``k`` rows below is predicted from each context patch.
@@ -136,6 +146,32 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
     return loss, dZ, dW_pred, dW_retro, u
 
 
+def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
+               decorrelate: float = 0.0):
+    """The block's loss on its codes ``Z`` (B, D): the CLAPP hinge (:func:`hinge_pairs`) on the
+    codes, standardised with fixed batch statistics if ``code_norm``, plus ``decorrelate`` ν times
+    the off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij².  Returns what ``hinge_pairs`` returns
+    (loss including the penalty; dZ with respect to the raw codes)."""
+    if code_norm:
+        scale = Z.std(axis=0) + 1e-3
+        Zs = (Z - Z.mean(axis=0)) / scale
+    else:
+        scale, Zs = None, Z
+    loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro)
+    if decorrelate:
+        n, d = Zs.shape
+        if n < 2:
+            raise UserError("decorrelation needs a batch of at least 2 codes")
+        X = Zs - Zs.mean(axis=0)
+        C = X.T @ X / (n - 1)
+        np.fill_diagonal(C, 0.0)
+        loss += float(decorrelate * np.sum(C * C) / d)
+        dZ = dZ + (decorrelate * 4.0 / (d * (n - 1))) * (X @ C)
+    if scale is not None:
+        dZ = dZ / scale
+    return loss, dZ.astype(Z.dtype, copy=False), dWp, dWr, u
+
+
 def patch_grid(x: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, int, int]:
     """(N, H, W, C) -> (N·gh·gw, patch, patch, C) patches in row-major grid order, and gh, gw."""
     n, h, w, c = x.shape
@@ -156,12 +192,16 @@ class CLAPP(Rule):
     def __init__(self, encoder, view_cfg, variant: str = "clapp", positives: str = "views", norm=None,
                  lr: float = 3e-4, optimizer: str = "adam", weight_decay: float = 0.0,
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
-                 k: int = 1, pred_scale: float = 0.1, seed: int = 0):
+                 k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
+                 decorrelate: float = 0.0, seed: int = 0):
         super().__init__()
         if variant not in VARIANTS:
             raise UserError(f"unknown CLAPP variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         if positives not in POSITIVES:
             raise UserError(f"unknown positives {positives!r}; allowed: {', '.join(POSITIVES)}")
+        if decorrelate < 0:
+            raise UserError(f"decorrelate must be >= 0, got {decorrelate}")
+        self.code_norm, self.decorrelate = bool(code_norm), float(decorrelate)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         self.name, self.variant, self.positives = variant, variant, positives
@@ -228,7 +268,8 @@ class CLAPP(Rule):
             out, r, wcache = part.forward(h)
             Z = Block.code(out)
             P = self.preds[i]
-            loss, dZ, dWp, dWr, u = hinge_pairs(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"))
+            loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
+                                               self.code_norm, self.decorrelate)
             grads = part.update(wcache, r, Block.code_backward(out.shape, dZ))
             pg = {"w_pred": dWp}
             if dWr is not None:
