@@ -76,8 +76,8 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
         return LayerWise(enc, vcfg, norm=norm, lr=cfg["lr"], temperature=cfg["temperature"], seed=seed)
     if arm in ("clapp", "clapp_s"):
         return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"], lr=cfg["clapp_lr"],
-                     negatives=cfg["clapp_negatives"], code_norm=cfg["clapp_code_norm"],
-                     decorrelate=cfg["clapp_decorrelate"], seed=seed)
+                     negatives=cfg["clapp_negatives"], code_norm=cfg.get("clapp_code_norm", False),
+                     decorrelate=cfg.get("clapp_decorrelate", 0.0), seed=seed)
     raise ValueError(arm)
 
 
