@@ -3,15 +3,18 @@
 "Hebbian deep learning without feedback", ICLR -- SoftHebb).
 
 Part ``fmnist``: one dense layer of ``units`` = 2000 neurons on Fashion-MNIST, trained by SoftHebb
-(soft winner-take-all) or by Krotov–Hopfield competition, no labels; then the protocol's linear
-probe (multinomial logistic regression, standardised features, L-BFGS) on its rectified responses.
-Compared with random features of the same width and non-linearity, the Hebbian arms' initial
-weights without learning (``data_init``: 2000 training images as templates -- the control that
-shows what learning adds), raw pixels, and the same 784-2000-10 network trained end to end by
-backprop.  Goal of the issue: Hebbian ≥ 88 %, above
-random features and pixels (logistic regression on pixels ≈ 84 %).  Measured (seed 0, 1 Hebbian
-epoch, probe 300 iterations): SoftHebb 87.1 %, Krotov–Hopfield 86.7 %, random 86.6 %, data_init
-86.4 %, pixels 83.9 %, backprop 89.1 % -- above random and pixels, below the 88 % goal.
+(soft winner-take-all with soft anti-Hebbian losers) or by Krotov–Hopfield competition, no labels;
+then the protocol's linear probe (multinomial logistic regression, standardised features, L-BFGS)
+on its thresholded, squared responses relu(Wᵀx − μ)².  Compared with random features of the same
+width and the same non-linearity, the Hebbian arms' initial weights without learning
+(``data_init``: 2000 training images as templates -- the control that shows what learning adds),
+raw pixels, and the same 784-2000-10 network trained end to end by backprop.  Every arm's probe L2
+strength is picked on a held-out split (the last ``val_n`` = 10,000 training images) and the test
+set is scored once; SoftHebb's t = 30, its 3 epochs and the read-out power 2 were picked on that
+split too.  Goal of the issue: Hebbian ≥ 88 %, above random features and pixels (logistic
+regression on pixels ≈ 84 %).  Measured with the defaults (seed 0, test set): SoftHebb 88.7 %,
+random features 87.5 % (87.5 % with power 1 as well), Krotov–Hopfield 87.5 %, pixels 84.5 %,
+backprop 89.6 % (probe on its hidden layer) -- goal met (seed 1: SoftHebb 88.7 %, random 87.8 %).
 
 Part ``cifar``: the protocol's ``conv3`` encoder (../shared/PROTOCOL.md) trained block by block
 with SoftHebb on im2col patches (the same rule function as the dense layer; bias by homeostatic
@@ -37,18 +40,20 @@ DEFAULTS = {
     "fm_arms": ["pixels", "random", "data_init", "softhebb", "krotov_hopfield", "backprop"],
     "units": 2000,
     "init": "data",                 # initial Hebbian weights: data (training inputs) | random
-    "fm_epochs": 1,                 # Hebbian epochs (no labels)
+    "fm_epochs": 3,                 # Hebbian epochs (no labels)
     "batch": 100,
     "softhebb_lr": 0.1,             # with average=unit: fraction of the way to its inputs' mean
-    "softhebb_t": 200.0,            # inverse temperature (inputs and weights have unit length)
+    "softhebb_t": 30.0,             # inverse temperature (inputs and weights have unit length)
     "softhebb_average": "unit",     # unit | batch (see rules.hebbian.softhebb)
     "kh_lr": 0.04,                  # largest weight step per batch (decays linearly to 0)
     "kh_p": 3.0,
     "kh_rank": 2,
     "kh_delta": 0.4,
-    "feature_power": 1.0,           # read-out features relu(u - mean u)^power
+    "feature_power": 2.0,           # read-out features relu(u - mean u)^power (picked on held-out)
     "bp_epochs": 5,                 # the backprop arm (Adam 1e-3, batch 256)
-    "probe_iter": 500,
+    "probe_iter": 300,              # L-BFGS iterations of every probe
+    "probe_l2": [1e-3, 3e-3, 1e-2],  # L2 grid; each arm's l2 is picked on the held-out split
+    "val_n": 10000,                 # held-out split: the last val_n training images
     "n_train": 0,                   # Fashion-MNIST subset sizes (0 = all)
     "n_test": 0,
     # ---- CIFAR-10 conv3
@@ -65,7 +70,8 @@ DEFAULTS = {
     "seed": 0,
     "progress": True,
 }
-SMOKE = {"units": 64, "n_train": 1000, "n_test": 500, "bp_epochs": 1, "probe_iter": 50,
+SMOKE = {"units": 64, "n_train": 1000, "n_test": 500, "bp_epochs": 1, "probe_iter": 50, "val_n": 200,
+         "fm_epochs": 1,
          "cifar_n_train": 500, "cifar_n_test": 300, "cifar_hebb_images": 256, "conv_max_rows": 512,
          "cifar_arms": ["random", "softhebb"]}
 CHOICES = {"part": ["fmnist", "cifar", "both"],
@@ -135,10 +141,38 @@ def dense_features(W, mu, X, power):
     return F ** power if power != 1 else F
 
 
+def probe_selected(ftr, ytr, fte, yte, l2_grid, val_n: int, max_iter: int) -> dict:
+    """Linear probe whose L2 strength is chosen on a held-out split of the training set.
+
+    For every ``l2`` in ``l2_grid`` a probe is fitted on all but the last ``val_n`` training
+    rows and scored on those ``val_n`` rows; the best ``l2`` (the smaller one on ties) is then
+    refitted on the whole training set and scored once on the test set.  The test set plays no
+    part in the choice.  With a single ``l2`` (or ``val_n = 0``) there is no selection.
+    """
+    from bioplausible.errors import UserError
+    from bioplausible.evaluate import linear_probe
+
+    grid = sorted(float(v) for v in np.atleast_1d(l2_grid))
+    val = {}
+    if len(grid) > 1 and val_n > 0:
+        if not 0 < val_n < len(ftr) // 2:
+            raise UserError(f"val_n = {val_n} must be between 1 and half the training set "
+                            f"({len(ftr) // 2}); lower it with --set val_n=...")
+        for l2 in grid:
+            pr = linear_probe(ftr[:-val_n], ytr[:-val_n], ftr[-val_n:], ytr[-val_n:], l2=l2,
+                              max_iter=max_iter)
+            val[l2] = pr["test_acc"]
+        best = max(grid, key=lambda l2: (val[l2], -l2))
+    else:
+        best = grid[0]
+    pr = linear_probe(ftr, ytr, fte, yte, l2=best, max_iter=max_iter)
+    return {**pr, "l2": best, "val_acc": val.get(best, float("nan")), "val_by_l2": val}
+
+
 def run_fmnist(cfg, out, rows):
     from bioplausible import encoders
     from bioplausible.data_prep import prepare
-    from bioplausible.evaluate import linear_probe, representation_report
+    from bioplausible.evaluate import representation_report
     from bioplausible.experiment import open_run
     from bioplausible.rules import hebbian as H
 
@@ -186,9 +220,13 @@ def run_fmnist(cfg, out, rows):
                 extra["eff_rank"] = float(rep["effective_rank"])
                 extra["dead"] = float(rep["dead_fraction"])
             t1 = time.time()
-            pr = linear_probe(ftr, data.y_train, fte, data.y_test, max_iter=cfg["probe_iter"])
+            pr = probe_selected(ftr, data.y_train, fte, data.y_test, cfg["probe_l2"], cfg["val_n"],
+                                cfg["probe_iter"])
+            for l2, acc in pr["val_by_l2"].items():
+                run_file.log("val", l2=l2, val_acc=acc)
             row = {"part": "fmnist", "arm": arm, "width": ftr.shape[1], "probe_test": pr["test_acc"],
-                   "probe_train": pr["train_acc"], "probe_iter": pr["n_iter"],
+                   "probe_train": pr["train_acc"], "probe_val": pr["val_acc"], "l2": pr["l2"],
+                   "probe_iter": pr["n_iter"],
                    "train_s": round(t_train, 1), "probe_s": round(time.time() - t1, 1), **extra}
             run_file.save_result("row", {k: v for k, v in row.items() if isinstance(v, (int, float))})
         rows.append(row)

@@ -271,6 +271,9 @@ def softmax_post(U, temperature: float = 1.0, anti_hebbian: bool = False):
     Y = U - U.max(1, keepdims=True)
     Y *= U.dtype.type(temperature)
     np.exp(Y, out=Y)
+    # flush factors below 1e-30 to exactly 0: with a large t most exp() results are subnormal
+    # floats, which made the two BLAS products of the rule ~20x slower (measured, t = 200)
+    Y[Y < 1e-30] = 0
     Y /= Y.sum(1, keepdims=True)
     if anti_hebbian:
         win = np.argmax(U, axis=1)
