@@ -47,6 +47,7 @@ from bioplausible.layers.base import ShapeError
 __all__ = [
     "LOSSES", "get_loss", "accuracy", "cross_entropy", "info_nce", "clapp_hinge",
     "clapp_hinge_multi", "contrastive_margin", "triplet", "n_pair", "supcon", "vicreg",
+    "covariance_penalty",
     "simsiam_cosine", "byol_l2", "simsiam_l2", "NORM_EPS",
 ]
 
@@ -515,6 +516,22 @@ def triplet(anchor, pos, neg, margin: float = 1.0):
 # non-contrastive
 # --------------------------------------------------------------------------------------------
 
+def covariance_penalty(z, nu: float = 1.0):
+    """ν · c(Z), VICReg's covariance term on its own (Bardes, Ponce & LeCun 2022, eq. 4):
+
+        c(Z) = 1/d sum_{i != j} C_ij^2,   C = 1/(n-1) sum_i (z_i - zbar)(z_i - zbar)^T,
+        dc/dZ = (4 / (d (n - 1))) X offdiag(C),   X = Z - zbar
+
+    (the centring adds nothing to the gradient: X's columns sum to zero).  ``z`` (n, d), n >= 2.
+    Returns (loss, dz) in ``z``'s dtype.
+    """
+    n, d = z.shape
+    x = z - z.mean(axis=0, keepdims=True)
+    cov = (x.T @ x) / (n - 1)
+    off = cov - np.diag(np.diag(cov))
+    return float(nu * np.sum(off * off) / d), (4.0 * nu / (d * (n - 1))) * (x @ off)
+
+
 def vicreg(z1, z2, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, gamma: float = 1.0,
            eps: float = 1e-4):
     """VICReg (Bardes, Ponce & LeCun, ICLR 2022, eq. 1-6 and Algorithm 1).
@@ -564,12 +581,9 @@ def vicreg(z1, z2, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, gamma: 
         std = np.sqrt(var + eps)
         act = gamma - std > 0
         loss_var = np.sum(np.maximum(gamma - std, 0.0)) / d
-        cov = (x.T @ x) / (n - 1)
-        off = cov - np.diag(np.diag(cov))
-        loss_cov = np.sum(off * off) / d
-        loss = loss + mu * loss_var + nu * loss_cov
+        loss_cov, dcov = covariance_penalty(z, nu)
+        loss = loss + mu * loss_var + loss_cov
         dvar = -(mu / d) * (act / ((n - 1) * std))[None, :] * x
-        dcov = (4.0 * nu / (d * (n - 1))) * (x @ off)
         dx = dvar + dcov
         # backward through the centring x = z - mean(z): subtract the column mean of dx
         grads[i] = grads[i] + dx - dx.mean(axis=0, keepdims=True)

@@ -166,25 +166,23 @@ def _run_arm(arm, cfg, out, resume):
     from bioplausible.rl import agents, envs, place_cells
 
     dmp = cfg["protocol"] == "dmp"
+    common = dict(platform_radius=cfg["platform_radius"], inertia=cfg["inertia"],
+                  wall_reward=cfg["wall_reward"], max_steps=cfg["max_steps"])
     if dmp:
         T, ma, tpd = cfg["days"] * cfg["trials_per_day"], 0, cfg["trials_per_day"]
         # the platforms: one stream per seed, the same for every arm
         pl = envs.dmp_platforms(np.random.default_rng((cfg["seed"], 1)), cfg["days"], tpd,
                                 cfg["dmp_max_r"], cfg["dmp_min_shift"])
-        env = envs.WaterMaze(platform_radius=cfg["platform_radius"], inertia=cfg["inertia"],
-                             wall_reward=cfg["wall_reward"], max_steps=cfg["max_steps"],
-                             platforms=pl, guide_on_timeout=cfg["dmp_guide"])
-        eta_actor, decay, eta_coord, bias = (cfg["dmp_eta_actor"], cfg["dmp_actor_decay"],
-                                             cfg["dmp_eta_coord"], cfg["dmp_coord_bias"])
+        env = envs.WaterMaze(**common, platforms=pl, guide_on_timeout=cfg["dmp_guide"])
+        prefix = "dmp_"
         record = sorted({0, 1 % T, T - tpd, min(T - tpd + 1, T - 1)})
     else:
         T, ma = cfg["n_trials"], cfg["move_after"]
-        env = envs.WaterMaze(platform_radius=cfg["platform_radius"], inertia=cfg["inertia"],
-                             wall_reward=cfg["wall_reward"], max_steps=cfg["max_steps"],
-                             move_after=cfg["move_after"] or None)
-        eta_actor, decay, eta_coord, bias = (cfg["eta_actor"], cfg["actor_decay"],
-                                             cfg["eta_coord"], cfg["coord_bias"])
+        env = envs.WaterMaze(**common, move_after=cfg["move_after"] or None)
+        prefix = ""
         record = sorted({0, max(ma - 1, 0), min(ma, T - 1), T - 1} if ma else {0, T - 1})
+    eta_actor, decay, eta_coord, bias = (cfg[prefix + k] for k in
+                                         ("eta_actor", "actor_decay", "eta_coord", "coord_bias"))
     cells = place_cells.disc(cfg["n_place_cells"], env.radius, cfg["sigma"])
     ac = dict(eta_critic=cfg["eta_critic"], eta_actor=eta_actor, gamma=cfg["gamma"],
               lam=cfg["lam"], beta=cfg["beta"], actor_decay=decay)

@@ -159,14 +159,13 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
         scale, Zs = None, Z
     loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro)
     if decorrelate:
-        n, d = Zs.shape
-        if n < 2:
+        from ..losses import covariance_penalty
+
+        if len(Zs) < 2:
             raise UserError("decorrelation needs a batch of at least 2 codes")
-        X = Zs - Zs.mean(axis=0)
-        C = X.T @ X / (n - 1)
-        np.fill_diagonal(C, 0.0)
-        loss += float(decorrelate * np.sum(C * C) / d)
-        dZ = dZ + (decorrelate * 4.0 / (d * (n - 1))) * (X @ C)
+        loss_c, dc = covariance_penalty(Zs, decorrelate)
+        loss += loss_c
+        dZ = dZ + dc
     if scale is not None:
         dZ = dZ / scale
     return loss, dZ.astype(Z.dtype, copy=False), dWp, dWr, u
