@@ -4,7 +4,7 @@ import pytest
 
 from bioplausible import encoders
 from bioplausible.encoders import Block
-from bioplausible.kernels.plasticity import pooled_post
+from bioplausible.kernels.plasticity import pooled_post, winner_post
 from bioplausible.rules.clapp import CLAPP, _BlockParts, hinge_pairs, patch_grid
 
 RECIPES = {
@@ -273,3 +273,64 @@ def test_decorrelation_raises_the_rank_of_the_code():
             rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(0)})
         ranks[nu] = effective_rank(Block.code(enc.outputs(x)[-1]))
     assert ranks[1.0] > ranks[0.0] + 5, ranks     # measured: 19.8 vs 6.5 (init 26.7)
+
+
+def test_post_kernels_on_a_subset_of_samples():
+    """``rows`` computes δ of the chosen samples only, equal to those rows of the full δ (pooled
+    and fused ReLU + max-pool kernels; repeated, unsorted and empty row lists)."""
+    from bioplausible.layers import ReLUMaxPool2d
+
+    rng = np.random.default_rng(6)
+    r = np.maximum(rng.standard_normal((5, 7, 6, 3)), 0).astype(np.float32)
+    e = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    full = pooled_post(r, e, 2)
+    for rows in ([3, 0, 3], [], [4]):
+        np.testing.assert_array_equal(pooled_post(r, e, 2, rows=rows), full[rows])
+    pool = ReLUMaxPool2d(2)
+    a = rng.standard_normal((5, 7, 6, 3)).astype(np.float32)       # synthetic pre-activations
+    y, cache = pool.forward(a)
+    full = winner_post(cache, e, (2, 2), (2, 2))
+    np.testing.assert_array_equal(full, _pooled_post_reference(np.maximum(a, 0), e, 2))
+    for rows in ([3, 0, 3], [], [4]):
+        np.testing.assert_array_equal(winner_post(cache, e, (2, 2), (2, 2), rows=rows), full[rows])
+    with pytest.raises(ValueError, match="rows"):
+        pooled_post(r, e, 2, rows=[5])
+
+
+@pytest.mark.parametrize("recipe,positives", [("conv3", "grid"), ("conv3", "views"), ("mlp", "views")])
+def test_skipping_silent_samples_gives_the_same_update(recipe, positives):
+    """Samples whose hinge is satisfied (and inputs no pair uses) get δ = 0; the sparse path that
+    skips them changes the weights exactly as the dense path does."""
+    from bioplausible import views
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((24, 12, 12, 1)).astype(np.float32)   # synthetic images
+    after, plastic = [], []
+    for sparse_below in (0.0, 1.0):                                 # never / always subset
+        enc = encoders.build(recipe, (12, 12, 1), seed=0)
+        rule = CLAPP(enc, views.preset("fashion_mnist"), positives=positives, lr=1e-2,
+                     sparse_below=sparse_below, seed=0)
+        for P in rule.preds:                  # large predictions: many hinges already satisfied
+            P["w_pred"] *= 300.0
+        m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
+        plastic.append([m[k] for k in sorted(m) if k.startswith("plastic_b")])
+        after.append([p[k].copy() for p in enc.params for k in sorted(p)])
+    assert plastic[0] == plastic[1] and any(0.0 < f < 1.0 for f in plastic[0])   # path used
+    for a, b in zip(*after):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_views_negatives_use_other_images_context_views():
+    """clapp with views: one view of every image (the contexts), a second view only for samples
+    with a positive update; a negative's target is the context view of another image."""
+    from bioplausible import views
+
+    enc = encoders.build("conv3", (8, 8, 1), seed=0)
+    rule = CLAPP(enc, views.preset("none"), positives="views", seed=0)   # identity views
+    x = np.random.default_rng(8).standard_normal((32, 8, 8, 1)).astype(np.float32)  # synthetic
+    X, ci, ti, y, w = rule.make_inputs(x, np.random.default_rng(9))
+    pos, neg = y > 0, y < 0
+    assert len(X) == 32 + pos.sum() and np.array_equal(ci, np.arange(32))
+    np.testing.assert_array_equal(X[ti[pos]], x[pos])               # same image, second view
+    assert np.all(ti[neg] < 32) and np.all(ti[neg] != np.flatnonzero(neg))
+    assert np.isclose(w.sum(), 1.0)

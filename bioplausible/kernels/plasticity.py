@@ -18,24 +18,31 @@ pass nothing.  Positions outside every window (when Ho or Wo is not a multiple o
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
+
 from ._config import jit
 
 ACTS = {"relu": 0, "identity": 1, "tanh": 2, "sigmoid": 3}
 
 
 @jit
-def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
-    """Serial (cached) kernel: channels innermost, so every read and write is contiguous."""
-    n, ho, wo, c = r.shape
+def pooled_post_kernel(r, e, s, act, rows, delta):  # pragma: no cover - compiled
+    """Serial (cached; ``prange`` runs as ``range`` -- see ``kernels.conv.PARALLEL_MIN`` for why the
+    project's kernels stay serial next to a threaded BLAS), one pass: every output element is written once (zeros included),
+    channels innermost so that reads and writes are contiguous.  ``delta[m]`` is computed for sample
+    ``rows[m]`` of ``r`` and ``e`` (a subset of the batch: the samples whose modulator is not zero)."""
+    ho, wo, c = r.shape[1], r.shape[2], r.shape[3]
     hp = e.shape[1]
     wp = e.shape[2]
-    best = np.empty(c, r.dtype)
-    win = np.empty(c, np.int64)
-    for b in range(n):
-        for i in range(ho):
-            for j in range(wo):
-                for k in range(c):
-                    delta[b, i, j, k] = 0.0
+    for m in prange(rows.shape[0]):
+        b = rows[m]
+        best = np.empty(c, r.dtype)
+        win = np.empty(c, np.int64)
+        if hp * s < ho or wp * s < wo:           # positions outside every window
+            for i in range(ho):
+                for j in range(wo):
+                    for k in range(c):
+                        delta[m, i, j, k] = 0.0
         for pi in range(hp):
             for pj in range(wp):
                 for k in range(c):
@@ -50,6 +57,10 @@ def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
                             if val > best[k]:
                                 best[k] = val
                                 win[k] = u * s + v
+                for u in range(s):
+                    for v in range(s):
+                        for k in range(c):
+                            delta[m, pi * s + u, pj * s + v, k] = 0.0
                 for k in range(c):
                     u = win[k] // s
                     v = win[k] - u * s
@@ -62,11 +73,22 @@ def pooled_post_kernel(r, e, s, act, delta):  # pragma: no cover - compiled
                         d = 1.0 - rv * rv
                     else:
                         d = rv * (1.0 - rv)
-                    delta[b, pi * s + u, pj * s + v, k] = e[b, pi, pj, k] * d
+                    delta[m, pi * s + u, pj * s + v, k] = e[b, pi, pj, k] * d
 
 
-def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu") -> np.ndarray:
-    """Checked wrapper of :func:`pooled_post_kernel`; returns δ with the shape of ``r``."""
+def _rows(rows, n):
+    if rows is None:
+        return np.arange(n, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n)):
+        raise ValueError(f"rows must be a 1-D array of sample indices in [0, {n}); got {rows!r}")
+    return rows
+
+
+def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu",
+                rows=None) -> np.ndarray:
+    """Checked wrapper of :func:`pooled_post_kernel`; returns δ with the shape of ``r``, or, with
+    ``rows`` (sample indices), δ of those samples only: ``(len(rows),) + r.shape[1:]``."""
     if act not in ACTS:
         raise ValueError(f"unknown activation {act!r} for a local rule; allowed: {', '.join(ACTS)}")
     if r.ndim != 4 or e.ndim != 4 or r.shape[0] != e.shape[0] or r.shape[3] != e.shape[3]:
@@ -80,44 +102,56 @@ def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu") 
         dt = np.float32
     r = np.ascontiguousarray(r, dtype=dt)
     e = np.ascontiguousarray(e, dtype=dt)
-    delta = np.empty_like(r)
-    pooled_post_kernel(r, e, int(pool), ACTS[act], delta)
+    rows = _rows(rows, r.shape[0])
+    delta = np.empty((len(rows),) + r.shape[1:], dt)
+    pooled_post_kernel(r, e, int(pool), ACTS[act], rows, delta)
     return delta
 
 
 @jit
-def winner_post_kernel(arg, y, e, kw, sh, sw, delta):  # pragma: no cover - compiled
+def winner_post_kernel(arg, y, e, kh, kw, sh, sw, rows, delta):  # pragma: no cover - compiled
     """Post-synaptic factor of a fused ReLU + max-pool block from the pool's own winners.
 
     ``arg[n, p, q, k]`` is the window index ``i*kw + j`` of the maximum of window (p, q) and
     ``y = max(0, max window)`` the pooled output: δ at the winner is ``e[n, p, q, k] · 1[y > 0]``
-    (ρ' of the ReLU), zero elsewhere.  Windows must not overlap (stride ≥ size).
+    (ρ' of the ReLU), zero elsewhere.  Windows must not overlap (stride ≥ size).  One pass:
+    each window of δ is written once; ``delta[m]`` belongs to sample ``rows[m]``.
     """
-    n, hp, wp, c = y.shape
-    for b in range(n):
-        for i in range(delta.shape[1]):
-            for j in range(delta.shape[2]):
-                for k in range(c):
-                    delta[b, i, j, k] = 0.0
+    hp, wp, c = y.shape[1], y.shape[2], y.shape[3]
+    H, W = delta.shape[1], delta.shape[2]
+    for m in prange(rows.shape[0]):
+        b = rows[m]
+        if hp * kh < H or wp * kw < W or sh > kh or sw > kw:      # pixels outside every window
+            for i in range(H):
+                for j in range(W):
+                    for k in range(c):
+                        delta[m, i, j, k] = 0.0
         for p in range(hp):
             for q in range(wp):
+                for u in range(kh):
+                    for v in range(kw):
+                        for k in range(c):
+                            delta[m, p * sh + u, q * sw + v, k] = 0.0
                 for k in range(c):
                     if y[b, p, q, k] > 0:
                         w = arg[b, p, q, k]
                         u = w // kw
                         v = w - u * kw
-                        delta[b, p * sh + u, q * sw + v, k] = e[b, p, q, k]
+                        delta[m, p * sh + u, q * sw + v, k] = e[b, p, q, k]
 
 
-def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple) -> np.ndarray:
+def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple, rows=None) -> np.ndarray:
     """Checked wrapper of :func:`winner_post_kernel` for a ``ReLUMaxPool2d`` cache
-    (``cache.arg``, ``cache.y``, ``cache.x_shape``); returns δ with the pool input's shape."""
+    (``cache.arg``, ``cache.y``, ``cache.x_shape``); returns δ with the pool input's shape, or, with
+    ``rows`` (sample indices), δ of those samples only."""
     arg, y = cache.arg, cache.y
     if e.shape != y.shape:
         raise ValueError(f"winner_post: e must have the pooled shape {y.shape}, got {e.shape}")
     if stride[0] < size[0] or stride[1] < size[1]:
         raise ValueError("winner_post needs non-overlapping pooling windows (stride >= size)")
     e = np.ascontiguousarray(e, dtype=y.dtype)
-    delta = np.empty(cache.x_shape, y.dtype)
-    winner_post_kernel(arg, y, e, int(size[1]), int(stride[0]), int(stride[1]), delta)
+    rows = _rows(rows, y.shape[0])
+    delta = np.empty((len(rows),) + tuple(cache.x_shape[1:]), y.dtype)
+    winner_post_kernel(arg, y, e, int(size[0]), int(size[1]), int(stride[0]), int(stride[1]),
+                       rows, delta)
     return delta

@@ -105,19 +105,40 @@ class _BlockParts:
         h = self.pool_layer(r) if self.pool_layer is not None else r
         return h, r, wcache
 
-    def update(self, wcache, post, dh):
+    def update(self, wcache, post, dh, rows=None):
         """Gradient (= minus the update) of the block's weights from dL/d(block output) ``dh``:
-        post-synaptic factor from the fused kernel, then the Hebbian sum x_i δ_j (one BLAS product)."""
+        post-synaptic factor from the fused kernel, then the Hebbian sum x_i δ_j (one BLAS product).
+
+        ``rows`` (sample indices) restricts the sum to the samples whose modulator is not zero:
+        the others have δ = 0 and contribute nothing, so their pre-synaptic rows are not read."""
         if self.fused:
-            delta = winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride)
+            delta = winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride, rows=rows)
         else:
             r4 = post if post.ndim == 4 else post[:, None, None, :]
             dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
-            delta = pooled_post(r4, dh4, self.pool, self.act).reshape(post.shape)
-        g = self.weights.weight_grads(wcache, delta)
+            delta = pooled_post(r4, dh4, self.pool, self.act, rows=rows)
+            delta = delta.reshape((len(delta),) + post.shape[1:])
+        cache = wcache if rows is None else _rows_of_cache(wcache, rows)
+        g = self.weights.weight_grads(cache, delta)
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
         return grads
+
+
+def _rows_of_cache(cache, rows):
+    """The weights' forward cache restricted to the samples ``rows`` (a copy of their rows)."""
+    from ..layers.conv import ConvCache
+    from ..layers.dense import DenseCache
+
+    if isinstance(cache, ConvCache):
+        n = cache.x_shape[0]
+        per = cache.cols.shape[0] // n if n else 0
+        cols = np.take(cache.cols.reshape(n, per, -1), rows, axis=0).reshape(len(rows) * per, -1)
+        return ConvCache(cols, (len(rows),) + tuple(cache.x_shape[1:]),
+                         (len(rows),) + tuple(cache.y_shape[1:]), cache.k_in)
+    if isinstance(cache, DenseCache):
+        return DenseCache(np.take(cache.x, rows, axis=0))
+    raise TypeError(f"no sample subset for a {type(cache).__name__}")
 
 
 def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
@@ -192,8 +213,11 @@ class CLAPP(Rule):
                  lr: float = 3e-4, optimizer: str = "adam", weight_decay: float = 0.0,
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
-                 decorrelate: float = 0.0, seed: int = 0):
+                 decorrelate: float = 0.0, sparse_below: float = 0.8, seed: int = 0):
         super().__init__()
+        if not 0.0 <= sparse_below <= 1.0:
+            raise UserError(f"sparse_below must be in [0, 1], got {sparse_below}")
+        self.sparse_below = float(sparse_below)
         if variant not in VARIANTS:
             raise UserError(f"unknown CLAPP variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         if positives not in POSITIVES:
@@ -230,6 +254,19 @@ class CLAPP(Rule):
         from .ssl import two_views
 
         n = len(x)
+        if self.positives == "views" and self.variant == "clapp":
+            # either/or: a sample with a negative update needs no second view of its own image --
+            # its target is the context view of another image, which is encoded anyway.  Only the
+            # positives' second views are made: 1.5 views per image on average instead of 2.
+            from .ssl import one_view
+
+            y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+            pos = np.flatnonzero(y > 0)
+            X = np.concatenate([one_view(x, self.view_cfg, rng, self.norm),
+                                one_view(x[pos], self.view_cfg, rng, self.norm)])
+            ti = derangement(n, rng)
+            ti[pos] = n + np.arange(len(pos))
+            return X, np.arange(n), ti, y, np.full(n, 1.0 / n)
         if self.positives == "views":
             X = two_views(x, self.view_cfg, rng, self.norm)
             ctx = np.arange(n)
@@ -269,15 +306,20 @@ class CLAPP(Rule):
             P = self.preds[i]
             loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
                                                self.code_norm, self.decorrelate)
-            grads = part.update(wcache, r, Block.code_backward(out.shape, dZ))
+            # Only inputs whose modulator reaches them (an active hinge, as target or context)
+            # change synapses; the others have δ = 0 and are skipped when they are many.
+            plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
+            rows = plastic if len(plastic) < self.sparse_below * len(Z) else None
+            dh = Block.code_backward(out.shape, dZ)
+            grads = part.update(wcache, r, dh, rows=rows)
             pg = {"w_pred": dWp}
             if dWr is not None:
                 pg["w_retro"] = dWr
             self.optimizers[f"block{i}"].step(grads + [pg])
             metrics[f"loss_b{i + 1}"] = loss
             metrics[f"acc_b{i + 1}"] = float(np.mean((u > 0) == (y > 0)))
+            metrics[f"plastic_b{i + 1}"] = len(plastic) / max(1, len(Z))
             h = out       # the next block sees this block's output; nothing flows back
         L = len(self.parts)
         metrics["loss"] = metrics[f"loss_b{L}"]
         return metrics
-

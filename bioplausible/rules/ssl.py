@@ -39,20 +39,23 @@ def mlp(sizes: list[int], rng: np.random.Generator) -> Block:
     return Block(layers, (sizes[0],))
 
 
+def one_view(x: np.ndarray, view_cfg, rng: np.random.Generator, norm=None) -> np.ndarray:
+    """One augmented view of each image of ``x`` (see :func:`two_views` for ``norm``)."""
+    from ..views import augment
+
+    if norm is not None:
+        mean, std = (np.asarray(a, np.float32) for a in norm)
+        return (augment(x * std + mean, view_cfg, rng) - mean) / std
+    return augment(x, view_cfg, rng)
+
+
 def two_views(x: np.ndarray, view_cfg, rng: np.random.Generator, norm=None) -> np.ndarray:
     """[view1; view2] stacked on the batch axis (2N images).
 
     Augmentations work on pixel values in [0, 1]; with ``norm = (mean, std)`` the batch is
     normalised data, which is mapped back to [0, 1], augmented, and normalised again.
     """
-    from ..views import augment
-
-    if norm is not None:
-        mean, std = (np.asarray(a, np.float32) for a in norm)
-        x01 = x * std + mean
-        return (np.concatenate([augment(x01, view_cfg, rng), augment(x01, view_cfg, rng)])
-                - mean) / std
-    return np.concatenate([augment(x, view_cfg, rng), augment(x, view_cfg, rng)])
+    return np.concatenate([one_view(x, view_cfg, rng, norm), one_view(x, view_cfg, rng, norm)])
 
 
 def encode(encoder, x):
