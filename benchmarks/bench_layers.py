@@ -7,7 +7,7 @@ Reports, for 28x28x1 and 32x32x3 inputs at batch 256:
 * first-call time (numba compilation + one step) separately from the steady state;
 * steady-state time of each layer's forward and backward (median over reps);
 * achieved GFLOP/s of each convolution and its fraction of this machine's sgemm rate, measured in
-  the same process on a 2048^3 float32 matrix product;
+  the same process on a 2048^3 float32 matrix product (numpy's BLAS, all its threads);
 * the same network in PyTorch (torch.nn.Conv2d/ReLU/MaxPool2d, ``torch.set_num_threads``), and the
   ratio ours / torch in samples per second (> 1 means we are faster).
 
@@ -138,6 +138,10 @@ def main(argv=None):
     print(f"numpy {np.__version__}, numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} "
           f"threads), torch {torch.__version__ if torch else '-'} ({args.threads} threads), "
           f"{os.cpu_count()} cpus")
+    from bioplausible.layers import _parallel, conv as lconv
+    print(f"layers: batch split over {_parallel.n_workers()} threads (= numpy's BLAS threads) for "
+          f"arrays >= {_parallel.MIN_SPLIT} elements; convs with kh*kw*c_in <= "
+          f"{lconv.RECOMPUTE_MAX_K} rebuild im2col in L2-sized blocks")
     peak = sgemm_rate()
     print(f"sgemm 2048^3 float32: {peak:.0f} GFLOP/s (the 100% reference below)\n")
 

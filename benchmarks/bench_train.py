@@ -1,12 +1,14 @@
 """Training throughput: our numba/BLAS engine vs PyTorch-CPU on the same network, one command.
 
     python benchmarks/bench_train.py [--dataset fashion_mnist|cifar10] [--batches 10] [--rounds 5]
-                                     [--data synthetic|real] [--warmup 0] [--torch-threads 2]
+                                     [--data synthetic|real] [--warmup 0] [--torch-threads 2] [--grid]
 
 Reports train samples/s (steady state) for
   * supervised backprop on ``conv3`` (cross-entropy, flatten head, Adam) -- ours vs torch;
-  * CLAPP (layer-wise, explicit local updates, views) vs our end-to-end InfoNCE on the same
-    encoder, and vs a PyTorch implementation of the same layer-wise CLAPP update;
+  * CLAPP (layer-wise, explicit local updates, views; lr 3e-4) vs our end-to-end InfoNCE on the
+    same encoder, and vs a PyTorch implementation of the same layer-wise CLAPP update;
+  * with ``--grid``, CLAPP with patch-grid positives (the main job's default: 3x3 grid of 16x16
+    patches on CIFAR-10, lr 1e-3);
 with the first step (numba compilation, or loading numba's on-disk cache) timed separately.
 
 Timing is **interleaved**: every round runs ``--batches`` steps of each arm in turn, and an arm's
@@ -94,7 +96,7 @@ def ours_supervised(shape, bs, data=None):
     return step
 
 
-def ours_ssl(shape, bs, arm, data=None, log=None):
+def ours_ssl(shape, bs, arm, data=None, log=None, positives="views", lr=3e-4):
     from bioplausible import encoders, views
     from bioplausible.rules.clapp import CLAPP
     from bioplausible.rules.ssl import EndToEnd
@@ -102,7 +104,7 @@ def ours_ssl(shape, bs, arm, data=None, log=None):
     enc = encoders.build("conv3", shape, seed=0)
     vcfg = views.preset("cifar10" if shape[-1] == 3 else "fashion_mnist")
     norm = data.norm if data is not None else None
-    rule = (CLAPP(enc, vcfg, variant="clapp", positives="views", norm=norm) if arm == "clapp"
+    rule = (CLAPP(enc, vcfg, variant="clapp", positives=positives, norm=norm, lr=lr) if arm == "clapp"
             else EndToEnd(enc, vcfg, loss="infonce", norm=norm))
     x = np.random.default_rng(0).standard_normal((bs, *shape)).astype(np.float32)
 
@@ -190,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=0,
                     help="train every arm this many steps (on the chosen data) before timing")
     ap.add_argument("--torch-threads", type=int, default=2)
+    ap.add_argument("--grid", action="store_true",
+                    help="also time CLAPP with patch-grid positives (the main job's default, lr 1e-3)")
     args = ap.parse_args(argv)
     shape = (28, 28, 1) if args.dataset == "fashion_mnist" else (32, 32, 3)
     bs = args.batch_size
@@ -205,6 +209,10 @@ def main(argv=None):
         torch = None
         print("  torch not installed: pip install -e '.[torch]' for the reference rows")
     arms["ours CLAPP (layer-wise, local)"] = ours_ssl(shape, bs, "clapp", data, clapp_log)
+    grid_log = []
+    if args.grid:
+        arms["ours CLAPP, grid positives"] = ours_ssl(shape, bs, "clapp", data, grid_log,
+                                                      positives="grid", lr=1e-3)
     arms["ours InfoNCE (end-to-end backprop)"] = ours_ssl(shape, bs, "infonce", data)
     if torch is not None:
         arms["torch CLAPP (layer-wise)"] = torch_clapp(torch, shape, bs, data)
@@ -221,22 +229,26 @@ def main(argv=None):
                 step(2 + b)
         print(f"  warm-up: {args.warmup} steps per arm ({time.perf_counter() - t0:.0f} s)")
     clapp_log.clear()
+    grid_log.clear()
     per = interleaved(arms, args.batches, args.rounds, start=2 + args.warmup)
     rate = {name: bs / t for name, t in per.items()}
     for name in arms:
         f, peak = first[name]
         mem = f"   peak {peak:6.0f} MB" if name.startswith("ours") else ""
         print(f"  {name:<36} first step {f:6.2f} s   steady {rate[name]:8.0f} samples/s{mem}")
-    if clapp_log:
-        fr = [np.mean([m[k] for m in clapp_log]) for k in sorted(clapp_log[0]) if k.startswith("plastic_b")]
-        print("  CLAPP inputs with an active hinge (plastic) in the timed steps, blocks 1-3: "
-              + " / ".join(f"{f:.2f}" for f in fr))
+    for name, log in (("CLAPP", clapp_log), ("CLAPP grid", grid_log)):
+        if log:
+            fr = [np.mean([m[k] for m in log]) for k in sorted(log[0]) if k.startswith("plastic_b")]
+            print(f"  {name}: inputs with an active hinge (plastic) in the timed steps, blocks 1-3: "
+                  + " / ".join(f"{f:.2f}" for f in fr))
 
     print("\nratios (samples/s):")
     if torch is not None:
         print(f"  ours / torch, supervised       {rate['ours supervised backprop'] / rate['torch supervised backprop']:.2f}")
         print(f"  ours CLAPP / torch CLAPP       {rate['ours CLAPP (layer-wise, local)'] / rate['torch CLAPP (layer-wise)']:.2f}")
     print(f"  ours CLAPP / ours InfoNCE      {rate['ours CLAPP (layer-wise, local)'] / rate['ours InfoNCE (end-to-end backprop)']:.2f}")
+    if args.grid:
+        print(f"  ours CLAPP grid / ours InfoNCE {rate['ours CLAPP, grid positives'] / rate['ours InfoNCE (end-to-end backprop)']:.2f}")
 
 
 if __name__ == "__main__":

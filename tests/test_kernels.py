@@ -1,4 +1,5 @@
 """Every numba kernel against a slow, obviously correct numpy reference (explicit loops)."""
+import itertools
 import subprocess
 import sys
 
@@ -316,15 +317,18 @@ def test_at_most_two_specialisations_per_kernel(rng, monkeypatch):
             x = rng.standard_normal(shape).astype(dtype)
             x_ro = x.copy()
             x_ro.flags.writeable = False
-            conv = L.Conv2d(3, 8, np.int64(3), stride=1, padding=1, rng=rng).astype(dtype)
+            # K = 27: im2col rebuilt in blocks; K = 75: full im2col kept
+            convs = [L.Conv2d(3, 8, np.int64(3), stride=1, padding=1, rng=rng).astype(dtype),
+                     L.Conv2d(3, 8, 5, stride=1, padding=np.int64(2), rng=rng).astype(dtype)]
             others = [L.ReLU(), L.MaxPool2d(2), L.LeakyReLU(0.2), L.Tanh(), L.Sigmoid(), L.Softplus(),
                       L.ReLUMaxPool2d(3, 2), L.AvgPool2d(np.int32(2))]
-            for inp in (x, np.asfortranarray(x), x_ro):
+            for inp, conv in itertools.product((x, np.asfortranarray(x), x_ro), convs):
                 h, c = conv.forward(inp)
                 for layer in others:
                     y, cy = layer.forward(h)
                     layer.backward(cy, np.asfortranarray(np.ones_like(y)))
                 conv.backward(c, np.ones_like(h))
+                c.cols  # noqa: B018 - the im2col matrix of a direct cache, built on demand
     for k in KERNELS:
         sigs = k.signatures
         assert 1 <= len(sigs) <= 2, (k, sigs)

@@ -13,7 +13,7 @@ Average pooling::
     y[b, oh, ow, c] = 1/(kh*kw) * sum_{i<kh, j<kw} x[b, oh*sh + i, ow*sw + j, c]
 
 Max-pool backward *gathers* when windows do not overlap (stride >= size: each dx entry written
-once, parallel over input rows) and otherwise scatter-adds, parallel over the batch so overlapping
+once, parallel over rows of windows) and otherwise scatter-adds, parallel over the batch so overlapping
 windows are race-free.  Every kernel exists as ``*_serial`` (cached) and ``*_parallel`` (not
 cached); the ``*_kernel`` entry points choose by size (:data:`PARALLEL_MIN`).  Every kernel takes
 C-contiguous writeable float32 or float64 arrays, ``arg`` is always int32 and the flags are Python
@@ -75,8 +75,10 @@ def _maxpool_fwd(x, kh, kw, sh, sw, relu, y, arg):  # pragma: no cover - compile
 def _maxpool_bwd_gather(dy, arg, y, relu, kh, kw, sh, sw, dx):  # pragma: no cover - compiled
     """Non-overlapping windows (stride >= size): every dx entry is written exactly once.
 
-    Input pixel (ih, iw) lies in window (ih // sh, iw // sw) at offset (i, j) if i < kh, j < kw;
-    it receives dy of that window iff it was the window's argmax (and y > 0 when relu).
+    One iteration owns the input rows ``[oh*sh, (oh+1)*sh)`` of one image (up to the last row of
+    the image for the last ``oh``).  Pixel (oh*sh + i, ow*sw + j) with i < kh, j < kw receives dy of
+    window (oh, ow) iff it was that window's argmax (and y > 0 when relu); pixels in no window
+    (the stride's gaps and the rows / columns past the last window) get 0.
     """
     n, h, w, c = dx.shape
     ho = dy.shape[1]
@@ -86,35 +88,35 @@ def _maxpool_bwd_gather(dy, arg, y, relu, kh, kw, sh, sw, dx):  # pragma: no cov
     a1 = arg.reshape(-1)
     d1 = dx.reshape(-1)
     wc = w * c
-    for r in prange(n * h):
-        b = r // h
-        ih = r - b * h
-        drow = d1[r * wc:(r + 1) * wc]
-        oh = ih // sh
-        i = ih - oh * sh
-        if oh >= ho or i >= kh:
-            for t in range(wc):
-                drow[t] = 0
-            continue
-        for iw in range(w):
-            dp = drow[iw * c:(iw + 1) * c]
-            ow = iw // sw
-            j = iw - ow * sw
-            if ow >= wo or j >= kw:
-                for ch in range(c):
-                    dp[ch] = 0
+    for r in prange(n * ho):
+        b = r // ho
+        oh = r - b * ho
+        ih_end = h if oh == ho - 1 else (oh + 1) * sh
+        for ih in range(oh * sh, ih_end):
+            i = ih - oh * sh
+            drow = d1[(b * h + ih) * wc:(b * h + ih + 1) * wc]
+            if i >= kh:
+                for t in range(wc):
+                    drow[t] = 0
                 continue
-            k = i * kw + j
-            o = ((b * ho + oh) * wo + ow) * c
-            gp = dy1[o:o + c]
-            ap = a1[o:o + c]
-            if relu:
+            for ow in range(wo):
+                o = (r * wo + ow) * c
+                gp = dy1[o:o + c]
+                ap = a1[o:o + c]
                 yp = y1[o:o + c]
-                for ch in range(c):
-                    dp[ch] = gp[ch] if (ap[ch] == k and yp[ch] > 0) else 0
-            else:
-                for ch in range(c):
-                    dp[ch] = gp[ch] if ap[ch] == k else 0
+                for j in range(kw):
+                    k = i * kw + j
+                    dp = drow[(ow * sw + j) * c:(ow * sw + j + 1) * c]
+                    if relu:
+                        for ch in range(c):
+                            dp[ch] = gp[ch] if (ap[ch] == k and yp[ch] > 0) else 0
+                    else:
+                        for ch in range(c):
+                            dp[ch] = gp[ch] if ap[ch] == k else 0
+                # the stride's gap after this window, and the columns after the last window
+                gap_end = w if ow == wo - 1 else (ow + 1) * sw
+                for t in range((ow * sw + kw) * c, gap_end * c):
+                    drow[t] = 0
 
 
 def _maxpool_bwd_scatter(dy, arg, y, relu, kh, kw, sh, sw, dx):  # pragma: no cover - compiled

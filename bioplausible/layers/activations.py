@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import activations as K
+from ._parallel import plan, run
 from ._util import PooledLayer, check_float, check_grad
 from .base import Layer
 
@@ -31,7 +32,8 @@ class Activation(PooledLayer, Layer):
     def forward(self, x):
         x = check_float(x, type(self).__name__, "a float32 array")
         y = self._get(x.shape, x.dtype)
-        self._fwd(x.reshape(-1), y.reshape(-1))
+        x1, y1 = x.reshape(-1), y.reshape(-1)
+        run(plan(x1.size, x1.size), lambda i, a, b: self._fwd(x1[a:b], y1[a:b]))
         return y, y
 
     def backward(self, cache, dy, need_dx: bool = True):
@@ -40,7 +42,8 @@ class Activation(PooledLayer, Layer):
         if not need_dx:
             return None, {}
         dx = self._get(y.shape, y.dtype)
-        self._bwd(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        dy1, y1, dx1 = dy.reshape(-1), y.reshape(-1), dx.reshape(-1)
+        run(plan(dy1.size, dy1.size), lambda i, a, b: self._bwd(dy1[a:b], y1[a:b], dx1[a:b]))
         return dx, {}
 
     def grad_from_output(self, y: np.ndarray) -> np.ndarray:

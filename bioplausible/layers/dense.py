@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._blas import matmul
 from ._util import ParamLayer, check_float, check_grad, positive_int, require_rng, uniform_init
 from .base import Layer, ShapeError
 
@@ -59,7 +60,7 @@ class Dense(ParamLayer, Layer):
         x = self._check(x)
         w = self.params["w"]
         y = self._get((x.shape[0], self.n_out), w.dtype)
-        np.matmul(x, w, out=y)
+        matmul(x, w, out=y)
         if self.bias:
             y += self.params["b"]
         return y, DenseCache(x)
@@ -68,7 +69,7 @@ class Dense(ParamLayer, Layer):
         """``{"w": xᵀ δ, "b": Σ_n δ}`` for a post-synaptic factor δ of the output's shape."""
         x = cache.x
         delta = check_grad(delta, (x.shape[0], self.n_out), x.dtype, "Dense")
-        grads = {"w": x.T @ delta}
+        grads = {"w": matmul(x.T, delta)}
         if self.bias:
             grads["b"] = delta.sum(axis=0)
         return grads
@@ -79,5 +80,5 @@ class Dense(ParamLayer, Layer):
         if need_dx:
             dy = check_grad(dy, (cache.x.shape[0], self.n_out), cache.x.dtype, "Dense")
             dx = self._get(cache.x.shape, dy.dtype)
-            np.matmul(dy, self.params["w"].T, out=dx)
+            matmul(dy, self.params["w"].T, out=dx)
         return dx, grads

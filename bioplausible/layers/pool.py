@@ -7,6 +7,7 @@ import numpy as np
 
 from ..kernels.pool import (avgpool_bwd_kernel, avgpool_fwd_kernel, maxpool_bwd_kernel,
                             maxpool_fwd_kernel)
+from ._parallel import plan, run
 from ._util import PooledLayer, check_float, check_grad, pair
 from .base import Layer, ShapeError
 
@@ -69,8 +70,13 @@ class MaxPool2d(_Pool2d):
         y = self._get(out_shape, x.dtype)
         arg = self._get(out_shape, np.int32)
         (kh, kw), (sh, sw) = self.size, self.stride
-        if y.size:
-            maxpool_fwd_kernel(x, kh, kw, sh, sw, self._relu, y, arg)
+        relu = self._relu
+
+        def part(i, b0, b1):
+            if b1 > b0 and y.size:
+                maxpool_fwd_kernel(x[b0:b1], kh, kw, sh, sw, relu, y[b0:b1], arg[b0:b1])
+
+        run(plan(x.shape[0], x.size), part)
         return y, MaxPoolCache(arg, y, x.shape)
 
     def backward(self, cache: MaxPoolCache, dy, need_dx: bool = True):
@@ -79,10 +85,18 @@ class MaxPool2d(_Pool2d):
             return None, {}
         dx = self._get(cache.x_shape, dy.dtype)
         (kh, kw), (sh, sw) = self.size, self.stride
-        if dy.size:
-            maxpool_bwd_kernel(dy, cache.arg, cache.y, self._relu, kh, kw, sh, sw, dx)
-        else:
-            dx[...] = 0
+        arg, y, relu = cache.arg, cache.y, self._relu
+
+        def part(i, b0, b1):
+            if b1 <= b0:
+                return
+            if dy.size:
+                maxpool_bwd_kernel(dy[b0:b1], arg[b0:b1], y[b0:b1], relu, kh, kw, sh, sw,
+                                   dx[b0:b1])
+            else:
+                dx[b0:b1] = 0
+
+        run(plan(dx.shape[0], dx.size), part)
         return dx, {}
 
     def winner_mask(self, cache: MaxPoolCache) -> np.ndarray:

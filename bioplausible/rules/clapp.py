@@ -53,6 +53,7 @@ import numpy as np
 from ..encoders import Block
 from ..errors import UserError
 from ..kernels.plasticity import pooled_post, winner_post
+from ..layers._blas import one_blas_thread
 from .base import Rule, make_optimizer
 
 VARIANTS = ("clapp", "clapp_s")
@@ -130,6 +131,8 @@ def _rows_of_cache(cache, rows):
     from ..layers.conv import ConvCache
     from ..layers.dense import DenseCache
 
+    if hasattr(cache, "take"):
+        return cache.take(rows)
     if isinstance(cache, ConvCache):
         n = cache.x_shape[0]
         per = cache.cols.shape[0] // n if n else 0
@@ -304,8 +307,9 @@ class CLAPP(Rule):
             out, r, wcache = part.forward(h)
             Z = Block.code(out)
             P = self.preds[i]
-            loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
-                                               self.code_norm, self.decorrelate)
+            with one_blas_thread():       # small products: a second BLAS thread only costs waits
+                loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
+                                                   self.code_norm, self.decorrelate)
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))

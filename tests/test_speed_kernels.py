@@ -1,0 +1,206 @@
+"""Kernels and code paths added for training speed, each against a reference.
+
+* ``Conv2d`` with few inputs per neuron (im2col rebuilt in blocks, x kept in the cache) == with the
+  full im2col matrix kept; its backward matches finite differences (float64);
+* ``ConvCache`` that keeps x: ``cols`` built on demand, ``take`` of a subset of samples;
+* the window-wise max-pool backward (gather) with gaps between windows, against the reference;
+* batch-parallel layer work (slices of the batch on threads) == unsplit, errors propagate, BLAS
+  thread count restored; small products on one BLAS thread.
+"""
+import numpy as np
+import pytest
+
+from bioplausible.kernels import pool as kpool
+from bioplausible.layers import Conv2d, ReLUMaxPool2d
+from bioplausible.layers import conv as lconv
+
+from test_kernels import ref_im2col, ref_maxpool_bwd, run_maxpool
+
+VARIANTS = ["serial", "parallel"]
+from test_layers import check_gradients, rel_err
+
+# ------------------------------------------------------------------------------ Conv2d paths
+LAYER_CASES = [  # c_in, c_out, kernel, stride, padding, (N, H, W), bias
+    (1, 4, 3, 1, 1, (1, 5, 7), True),
+    (3, 5, 3, 1, 1, (2, 6, 5), True),
+    (3, 2, 3, 2, 0, (2, 7, 5), False),
+    (2, 3, (3, 2), (2, 1), (1, 0), (2, 6, 5), True),
+]
+
+
+@pytest.mark.parametrize("cfg", LAYER_CASES)
+def test_conv2d_x_cache_equals_cols_cache(cfg, rng, monkeypatch):
+    c_in, c_out, k, s, p, (n, h, w), bias = cfg
+    conv = Conv2d(c_in, c_out, k, stride=s, padding=p, rng=rng, bias=bias)
+    x = rng.standard_normal((n, h, w, c_in)).astype(np.float32)
+    y, cache = conv.forward(x)
+    assert cache.has_x and cache.x is not None
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, grads = conv.backward(cache, g)
+    y, dx, grads = y.copy(), dx.copy(), {kk: v.copy() for kk, v in grads.items()}
+    monkeypatch.setattr(lconv, "RECOMPUTE_MAX_K", 0)
+    y2, cache2 = conv.forward(x)
+    assert not cache2.has_x
+    dx2, grads2 = conv.backward(cache2, g)
+    assert rel_err(y, y2) < 1e-5 and rel_err(dx, dx2) < 1e-5
+    assert set(grads) == set(grads2) == set(conv.params)
+    for kk in grads:
+        assert grads[kk].shape == conv.params[kk].shape and grads[kk].dtype == np.float32
+        assert rel_err(grads[kk], grads2[kk]) < 1e-5
+    # the x cache builds the same im2col matrix on demand (== the reference im2col)
+    np.testing.assert_array_equal(cache.cols, cache2.cols)
+    np.testing.assert_array_equal(cache.x_cols, ref_im2col(x, conv.kernel, conv.stride, conv.padding))
+    np.testing.assert_array_equal(cache.x_cols, cache2.x_cols)
+
+
+@pytest.mark.parametrize("cfg", LAYER_CASES)
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])  # one image per im2col block, or all
+def test_conv2d_x_cache_gradients_finite_differences(cfg, block_bytes, rng, monkeypatch):
+    monkeypatch.setattr(lconv, "_BLOCK_BYTES", block_bytes)
+    c_in, c_out, k, s, p, (n, h, w), bias = cfg
+    conv = Conv2d(c_in, c_out, k, stride=s, padding=p, rng=rng, bias=bias)
+    assert conv.kernel[0] * conv.kernel[1] * c_in <= lconv.RECOMPUTE_MAX_K
+    y, cache = conv.forward(rng.standard_normal((n, h, w, c_in)).astype(np.float32))
+    assert cache.has_x
+    check_gradients(conv, rng.standard_normal((n, h, w, c_in)), rng)
+
+
+def test_conv_cache_take_and_zero_batch(rng, monkeypatch):
+    """A local rule's sample subset: same weight gradient as the full cache with δ = 0 elsewhere."""
+    for max_k in (lconv.RECOMPUTE_MAX_K, 0):
+        monkeypatch.setattr(lconv, "RECOMPUTE_MAX_K", max_k)
+        conv = Conv2d(3, 4, 3, padding=1, rng=np.random.default_rng(0))
+        x = rng.standard_normal((5, 6, 7, 3)).astype(np.float32)
+        y, cache = conv.forward(x)
+        rows = np.array([4, 1])
+        delta = np.zeros(y.shape, np.float32)
+        delta[rows] = rng.standard_normal((2,) + y.shape[1:])
+        sub = cache.take(rows)
+        assert sub.has_x == cache.has_x and sub.x_shape == (2, 6, 7, 3)
+        g_sub = conv.weight_grads(sub, np.ascontiguousarray(delta[rows]))
+        g_all = conv.weight_grads(cache, delta)
+        for kk in g_all:
+            assert rel_err(g_sub[kk], g_all[kk]) < 1e-5
+        y0, c0 = conv.forward(np.zeros((0, 6, 7, 3), np.float32))
+        dx0, g0 = conv.backward(c0, y0)
+        assert y0.shape == (0, 6, 7, 4) and dx0.shape == (0, 6, 7, 3)
+        np.testing.assert_array_equal(g0["w"], 0)
+        np.testing.assert_array_equal(g0["b"], 0)
+
+
+def test_x_cache_conv_zero_input_and_float64(rng):
+    conv = Conv2d(1, 3, 3, padding=1, rng=rng)
+    y = conv(np.zeros((1, 5, 5, 1), np.float32))
+    np.testing.assert_array_equal(y, np.broadcast_to(conv.params["b"], y.shape))
+    x = rng.standard_normal((2, 5, 4, 1)).astype(np.float32)
+    y32 = conv(x).copy()
+    y64 = conv.astype(np.float64)(x.astype(np.float64))
+    assert y64.dtype == np.float64 and rel_err(y32, y64) < 1e-6
+
+
+# ------------------------------------------------------------------------------- max-pool
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape,k,s", [((2, 9, 11, 3), (2, 2), (3, 4)),   # gaps along H and W
+                                       ((1, 5, 7, 1), (2, 2), (2, 2)),    # odd: rows/cols left over
+                                       ((1, 4, 4, 2), (2, 1), (2, 3))])
+def test_maxpool_gather_gaps(shape, k, s, relu, variant, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y, arg = run_maxpool(x, k, s, relu, variant)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = np.full(shape, np.nan, np.float32)
+    getattr(kpool, f"maxpool_bwd_gather_{variant}")(dy, arg, y, relu, k[0], k[1], s[0], s[1], dx)
+    np.testing.assert_array_equal(dx, ref_maxpool_bwd(dy, x, k, s, relu))
+
+
+def test_relu_maxpool_layer_zero_input():
+    pool = ReLUMaxPool2d(2)
+    y, cache = pool.forward(np.zeros((1, 5, 5, 2), np.float32))
+    dx, _ = pool.backward(cache, np.ones_like(y))
+    np.testing.assert_array_equal(y, 0)
+    np.testing.assert_array_equal(dx, 0)  # ReLU'(0) = 0
+
+
+# ------------------------------------------------------------------- batch-parallel layer work
+@pytest.fixture
+def force_split(monkeypatch):
+    """Split every layer call, into 3 slices (more than this machine's cores: tasks queue)."""
+    from bioplausible.layers import _parallel
+    monkeypatch.setattr(_parallel, "MIN_SPLIT", 0)
+    monkeypatch.setattr(_parallel, "n_workers", lambda: 3)
+    return _parallel
+
+
+def test_plan_slices_cover_the_batch(force_split):
+    for n in (0, 1, 2, 5, 256):
+        parts = force_split.plan(n, 10)
+        assert parts[0][0] == 0 and parts[-1][1] == n and len(parts) == max(1, min(3, n))
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+
+
+def test_run_propagates_errors_and_nested_calls_run_inline(force_split):
+    def fn(i, b0, b1):
+        if i == 1:
+            raise RuntimeError("part 1 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="part 1"):
+        force_split.run([(0, 1), (1, 2), (2, 3)], fn)
+    # a part that itself splits work runs its sub-parts inline (no deadlock on the pool)
+    out = force_split.run([(0, 1), (1, 2)],
+                          lambda i, a, b: force_split.run([(0, 1), (1, 2)], lambda j, c, d: (i, j)))
+    assert out == [[(0, 0), (0, 1)], [(1, 0), (1, 1)]]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("c_in,k", [(3, 3), (8, 3)])  # x cache and cols cache
+def test_split_layers_equal_unsplit(n, c_in, k, rng, monkeypatch):
+    from bioplausible.layers import _parallel
+    from bioplausible.layers import MaxPool2d, ReLU, Sigmoid
+
+    def run_net(split):
+        if split:
+            monkeypatch.setattr(_parallel, "MIN_SPLIT", 0)
+            monkeypatch.setattr(_parallel, "n_workers", lambda: 3)
+        layers = [Conv2d(c_in, 6, k, padding=1, rng=np.random.default_rng(0)), ReLUMaxPool2d(2),
+                  Conv2d(6, 4, 3, padding=1, rng=np.random.default_rng(1)), ReLU(), MaxPool2d(2),
+                  Sigmoid()]
+        x = np.random.default_rng(2).standard_normal((n, 9, 8, c_in)).astype(np.float32)
+        h, caches = x, []
+        for layer in layers:
+            h, c = layer.forward(h)
+            caches.append(c)
+        out = [h.copy()]
+        g = np.random.default_rng(3).standard_normal(h.shape).astype(np.float32)
+        for layer, c in zip(layers[::-1], caches[::-1]):
+            g, grads = layer.backward(c, g, need_dx=True)
+            out += [g.copy()] + [grads[k].copy() for k in sorted(grads)]
+        out += [v for k, v in sorted(layers[0].weight_grads(caches[0], np.ones((n, 9, 8, 6),
+                                                                                np.float32)).items())]
+        return out
+
+    ref = run_net(False)
+    got = run_net(True)
+    assert len(ref) == len(got)
+    for a, b in zip(ref, got):
+        assert a.shape == b.shape and rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("cfg", [LAYER_CASES[1], (8, 3, 3, 1, 1, (3, 5, 4), True)])
+def test_split_conv_gradients_finite_differences(cfg, rng, force_split):
+    c_in, c_out, k, s, p, (n, h, w), bias = cfg
+    conv = Conv2d(c_in, c_out, k, stride=s, padding=p, rng=rng, bias=bias)
+    check_gradients(conv, rng.standard_normal((n, h, w, c_in)), rng)
+
+
+def test_blas_threads_restored_and_one_inside_parts(force_split):
+    from bioplausible.layers import _blas
+    ctls = _blas._controllers()
+    before = [c.num_threads for c in ctls]
+    inside = force_split.run([(0, 1), (1, 2)], lambda i, a, b: [c.num_threads for c in ctls])
+    assert [c.num_threads for c in ctls] == before
+    for counts in inside:
+        assert all(n == 1 for n in counts)
+    x = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(_blas.matmul(x, x.T), np.full((3, 3), 4, np.float32))
+    assert [c.num_threads for c in ctls] == before
