@@ -65,13 +65,16 @@ def first_step(step):
     return first, peak
 
 
-def interleaved(steps: dict, batches: int, rounds: int, start: int = 2) -> dict:
+def interleaved(steps: dict, batches: int, rounds: int, start: int = 2, settle: float = 0.5) -> dict:
     """Seconds per step of each arm: median over ``rounds`` rounds, each running ``batches``
-    steps of every arm in turn."""
+    steps of every arm in turn, with a pause of ``settle`` seconds (not timed) before each arm:
+    torch's OpenMP threads and OpenBLAS's threads keep spinning for a while after their last
+    parallel region and would otherwise slow down whichever arm runs next."""
     times = {name: [] for name in steps}
     b0 = start
     for _ in range(rounds):
         for name, step in steps.items():
+            time.sleep(settle)     # let the previous arm's idle threads (OpenMP, BLAS) stop spinning
             t0 = time.perf_counter()
             for b in range(batches):
                 step(b0 + b)

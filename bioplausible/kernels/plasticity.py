@@ -86,9 +86,10 @@ def _rows(rows, n):
 
 
 def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu",
-                rows=None) -> np.ndarray:
+                rows=None, out=None) -> np.ndarray:
     """Checked wrapper of :func:`pooled_post_kernel`; returns δ with the shape of ``r``, or, with
-    ``rows`` (sample indices), δ of those samples only: ``(len(rows),) + r.shape[1:]``."""
+    ``rows`` (sample indices), δ of those samples only: ``(len(rows),) + r.shape[1:]`` (written
+    into ``out`` if given)."""
     if act not in ACTS:
         raise ValueError(f"unknown activation {act!r} for a local rule; allowed: {', '.join(ACTS)}")
     if r.ndim != 4 or e.ndim != 4 or r.shape[0] != e.shape[0] or r.shape[3] != e.shape[3]:
@@ -103,9 +104,19 @@ def pooled_post(r: np.ndarray, e: np.ndarray, pool: int = 1, act: str = "relu",
     r = np.ascontiguousarray(r, dtype=dt)
     e = np.ascontiguousarray(e, dtype=dt)
     rows = _rows(rows, r.shape[0])
-    delta = np.empty((len(rows),) + r.shape[1:], dt)
+    delta = _out(out, (len(rows),) + r.shape[1:], dt)
     pooled_post_kernel(r, e, int(pool), ACTS[act], rows, delta)
     return delta
+
+
+def _out(out, shape, dtype):
+    """``out`` checked (C-contiguous, the right shape and dtype), or a new array."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype).name} array of shape "
+                         f"{tuple(shape)}; got {out.dtype.name} {out.shape}")
+    return out
 
 
 @jit
@@ -140,10 +151,10 @@ def winner_post_kernel(arg, y, e, kh, kw, sh, sw, rows, delta):  # pragma: no co
                         delta[m, p * sh + u, q * sw + v, k] = e[b, p, q, k]
 
 
-def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple, rows=None) -> np.ndarray:
+def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple, rows=None, out=None) -> np.ndarray:
     """Checked wrapper of :func:`winner_post_kernel` for a ``ReLUMaxPool2d`` cache
     (``cache.arg``, ``cache.y``, ``cache.x_shape``); returns δ with the pool input's shape, or, with
-    ``rows`` (sample indices), δ of those samples only."""
+    ``rows`` (sample indices), δ of those samples only (written into ``out`` if given)."""
     arg, y = cache.arg, cache.y
     if e.shape != y.shape:
         raise ValueError(f"winner_post: e must have the pooled shape {y.shape}, got {e.shape}")
@@ -151,7 +162,7 @@ def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple, rows=None) -> 
         raise ValueError("winner_post needs non-overlapping pooling windows (stride >= size)")
     e = np.ascontiguousarray(e, dtype=y.dtype)
     rows = _rows(rows, y.shape[0])
-    delta = np.empty((len(rows),) + tuple(cache.x_shape[1:]), y.dtype)
+    delta = _out(out, (len(rows),) + tuple(cache.x_shape[1:]), y.dtype)
     winner_post_kernel(arg, y, e, int(size[0]), int(size[1]), int(stride[0]), int(stride[1]),
                        rows, delta)
     return delta

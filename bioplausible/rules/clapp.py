@@ -112,18 +112,36 @@ class _BlockParts:
 
         ``rows`` (sample indices) restricts the sum to the samples whose modulator is not zero:
         the others have δ = 0 and contribute nothing, so their pre-synaptic rows are not read."""
+        from ..layers._parallel import plan, run
+
+        n = len(dh)
+        rows = np.arange(n) if rows is None else np.asarray(rows)
         if self.fused:
-            delta = winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride, rows=rows)
+            delta = np.empty((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
+
+            def part(i, b0, b1):        # slices of samples on every core (the kernel drops the GIL)
+                winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride,
+                            rows=rows[b0:b1], out=delta[b0:b1])
         else:
             r4 = post if post.ndim == 4 else post[:, None, None, :]
             dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
-            delta = pooled_post(r4, dh4, self.pool, self.act, rows=rows)
-            delta = delta.reshape((len(delta),) + post.shape[1:])
+            delta = np.empty((len(rows),) + r4.shape[1:], np.result_type(r4.dtype, dh4.dtype))
+
+            def part(i, b0, b1):
+                pooled_post(r4, dh4, self.pool, self.act, rows=rows[b0:b1], out=delta[b0:b1])
+        run(plan(len(rows), delta.size), part)
+        delta = delta.reshape((len(rows),) + post_shape(post))
+        rows = None if len(rows) == n else rows
         cache = wcache if rows is None else _rows_of_cache(wcache, rows)
         g = self.weights.weight_grads(cache, delta)
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
         return grads
+
+
+def post_shape(post):
+    """Per-sample shape of the weights' output (what δ must have)."""
+    return tuple(post.x_shape[1:]) if hasattr(post, "x_shape") else tuple(post.shape[1:])
 
 
 def _rows_of_cache(cache, rows):
