@@ -16,16 +16,35 @@ regression on pixels ≈ 84 %).  Measured with the defaults (seed 0, test set): 
 random features 87.5 % (87.5 % with power 1 as well), Krotov–Hopfield 87.5 %, pixels 84.5 %,
 backprop 89.6 % (probe on its hidden layer) -- goal met (seed 1: SoftHebb 88.7 %, random 87.8 %).
 
-Part ``cifar``: the protocol's ``conv3`` encoder (../shared/PROTOCOL.md) trained block by block
-with SoftHebb on im2col patches (the same rule function as the dense layer; bias by homeostatic
-intrinsic plasticity), then the protocol's evaluation (:func:`bioplausible.protocol.protocol_eval`:
-per-block 2x2 and GAP probes, few-label probes, kNN), next to the random-init ``conv3`` (same seed)
-and raw pixels with the very same evaluation.  CLAPP and supervised numbers are cited from
-experiments/README.md, not re-run.  (SoftHebb reports 80.3 % on CIFAR-10 with a much larger network.)
+Part ``cifar``: the protocol's ``conv3`` encoder (../shared/PROTOCOL.md) trained block by block,
+one pass over ``cifar_hebb_images`` = 10,000 unlabelled images per block, then the protocol's
+evaluation (:func:`bioplausible.protocol.protocol_eval`: per-block 2x2 and GAP probes, few-label
+probes, kNN), next to the random-init ``conv3`` (same seed) and raw pixels with the very same
+evaluation.  Each block's rule (Krotov-Hopfield ranked competition, ``krotov_hopfield``, or
+SoftHebb, ``softhebb``; both two-factor) learns on ZCA-whitened receptive fields of that block's
+own input (``conv_whiten=zca``: mean and covariance of its patches, measured once per block on
+``conv_white_images`` images, whitening by eigendecomposition), and the learned weights are
+folded back into the layer (``w = Z v / s``, ``b = −wᵀm``, :func:`~bioplausible.rules.hebbian.fold_whitening`):
+the encoder is unchanged (conv + bias, ReLU, max-pool, GAP codes) and computes on the normalised
+images the potential ``vᵀZ(x − m)`` the rule used (times a gain; the rule's own copy of each
+patch is also divided by its length); each unit's threshold sits at its mean drive and its gain
+gives it unit-variance drive (``conv_gain=var``).  Arm ``no_learning`` is the same pipeline
+without a single rule step (whitening + gain + bias alone: the control that shows what the rule
+adds).  Hyperparameters (whitening on, gain ``var``; SoftHebb t = 100 on every block, η = 0.05
+constant; KH rank 2, Δ = 0.2, step 0.05 decaying linearly) were chosen on a held-out split of the training set
+(probes fitted on 10,000 training images, scored on 5,000 others), never on the test set.
+Goal of the issue: the Hebbian ``conv3`` beats the random-init ``conv3`` on every probe
+(SoftHebb reports 80.3 % with a much larger network).  Measured with the defaults,
+``--set cifar_n_train=20000`` (probes on 20,000 training images, all 10,000 test images, seed 0):
+SoftHebb beats random init on 9/9 probes (block-3 2x2 probe 62.3 vs 55.2 %, GAP 55.1 vs 48.9 %,
+kNN 47.5 vs 39.2 %), Krotov-Hopfield 9/9 too, the no-learning control 4/9 (goal met; also at
+seed 1 and with all 50,000 probe images, see experiments/results/hebbian.md).  The earlier settings (SoftHebb on raw patches with a
+homeostatic bias) are ``--set conv_whiten=none --set conv_t=20``.
+CLAPP and supervised numbers are cited from experiments/README.md, not re-run.
 
     python experiments/hebbian_classifier.py --out runs/hebb-clf                 # both parts
     python experiments/hebbian_classifier.py --set part=fmnist --out runs/hebb-fm
-    python experiments/hebbian_classifier.py --set part=cifar --set cifar_n_train=10000
+    python experiments/hebbian_classifier.py --set part=cifar --set cifar_n_train=20000 --out runs/hebb-cifar
 """
 from __future__ import annotations
 
@@ -57,28 +76,44 @@ DEFAULTS = {
     "n_train": 0,                   # Fashion-MNIST subset sizes (0 = all)
     "n_test": 0,
     # ---- CIFAR-10 conv3
-    "cifar_arms": ["pixels", "random", "softhebb"],
+    "cifar_arms": ["pixels", "random", "no_learning", "softhebb", "krotov_hopfield"],
     "cifar_n_train": 0,             # training images for the probes (0 = all 50,000)
     "cifar_n_test": 0,
     "cifar_hebb_images": 10000,     # images the Hebbian rule sees per block (1 pass)
-    "conv_lr": 0.05,
-    "conv_t": 20.0,
-    "conv_bias_target": 0.5,        # target activity of each conv unit (homeostatic bias)
+    "conv_whiten": "zca",           # zca: the rule learns on whitened patches, folded into w, b | none
+    "conv_zca_eps": 1e-2,           # whitening regulariser, relative to the largest eigenvalue
+    "conv_white_images": 2000,      # images (64 patches each) for each block's patch statistics
+    "conv_gain": "var",             # zca only: each unit's drive has unit std (var) | unit-norm w (norm)
+    "conv_lr": 0.05,                # SoftHebb (average=unit: fraction of the way per step)
+    "conv_t": [100.0],              # SoftHebb inverse temperature: one value, or one per block
+    "conv_lr_decay": "none",        # SoftHebb: none | linear (to 0 over each block's pass)
+    "conv_kh_lr": 0.05,             # Krotov-Hopfield: largest weight step per step (rule space)
+    "conv_kh_p": 2.0,
+    "conv_kh_rank": 2,
+    "conv_kh_delta": 0.2,
+    "conv_kh_lr_decay": "linear",   # Krotov-Hopfield: linear | none
+    "conv_bias_target": 0.5,        # conv_whiten=none only: homeostatic bias, target activity
     "conv_max_rows": 4096,          # patches per step per block
     "conv_average": "unit",         # SoftHebb update per unit activity (see rules.hebbian.softhebb)
     "conv_batch": 32,
+    "conv_train_blocks": 3,         # blocks trained by the rule (1: block 1 only, 2-3 stay random)
     "seed": 0,
     "progress": True,
 }
 SMOKE = {"units": 64, "n_train": 1000, "n_test": 500, "bp_epochs": 1, "probe_iter": 50, "val_n": 200,
          "fm_epochs": 1,
          "cifar_n_train": 500, "cifar_n_test": 300, "cifar_hebb_images": 256, "conv_max_rows": 512,
-         "cifar_arms": ["random", "softhebb"]}
+         "conv_white_images": 64, "cifar_arms": ["random", "krotov_hopfield"]}
 CHOICES = {"part": ["fmnist", "cifar", "both"],
            "fm_arms": ["pixels", "random", "data_init", "softhebb", "krotov_hopfield", "backprop"],
            "init": ["data", "random"], "conv_average": ["unit", "batch"],
            "softhebb_average": ["unit", "batch"],
-           "cifar_arms": ["pixels", "random", "softhebb"]}
+           "cifar_arms": ["pixels", "random", "no_learning", "softhebb", "krotov_hopfield"],
+           "conv_whiten": ["zca", "none"], "conv_gain": ["var", "norm"],
+           "conv_lr_decay": ["linear", "none"], "conv_kh_lr_decay": ["linear", "none"]}
+
+#: arms of the CIFAR part that build the encoder with the block-wise rule
+HEBB_ARMS = ("softhebb", "krotov_hopfield", "no_learning")
 
 #: CLAPP and supervised rows on CIFAR-10 cited from experiments/README.md (seeds 0-2, 2 epochs,
 #: full training set) -- not re-run here.
@@ -251,7 +286,17 @@ def _draw_dense_filters(W, path, arm, n=100):
 
 
 # ------------------------------------------------------------------------------- conv part
-def _draw_conv1(w, path):
+def _cos_init(enc, w0):
+    """Median |cos| between each unit's weight vector and its random start, per block."""
+    out = []
+    for b, w in zip(enc.blocks, w0):
+        v = b.layers[0].params["w"].reshape(w.shape)
+        c = np.abs((v * w).sum(0)) / (np.linalg.norm(v, axis=0) * np.linalg.norm(w, axis=0) + 1e-12)
+        out.append(float(np.median(c)))
+    return out
+
+
+def _draw_conv1(w, path, arm="softhebb"):
     """The first block's 3x3 RGB filters (each scaled to [0, 1] around grey)."""
     from bioplausible.plots import _plt, _save
 
@@ -263,26 +308,76 @@ def _draw_conv1(w, path):
         if k < c_out:
             f = w[..., k] if w.shape[2] == 3 else np.repeat(w[..., :1, k], 3, axis=2)
             ax.imshow(0.5 + 0.5 * f / (np.abs(f).max() + 1e-12), interpolation="nearest")
-    fig.suptitle("CIFAR-10, SoftHebb conv3 block 1 (no labels)", fontsize=8)
+    fig.suptitle(f"CIFAR-10, {arm} conv3 block 1 (no labels)", fontsize=8)
     _save(plt, fig, path)
 
 
 
-def train_conv3_hebbian(enc, x, cfg, log=None):
-    """SoftHebb on conv3, block after block, one pass over ``x`` per block."""
+def _block_t(cfg, bi: int, n_blocks: int = 3) -> float:
+    """SoftHebb's inverse temperature for block ``bi`` (``conv_t``: one value or one per block)."""
+    from bioplausible.errors import UserError
+
+    t = list(np.atleast_1d(cfg["conv_t"]))
+    if len(t) not in (1, n_blocks):
+        raise UserError(f"conv_t needs 1 or {n_blocks} values (one per block), got {len(t)}: "
+                        "e.g. --set conv_t=20,100,100")
+    return float(t[0] if len(t) == 1 else t[bi])
+
+
+def make_conv_rule(enc, cfg, rule: str):
+    """The block-wise rule of the CIFAR part, configured by the ``conv_*`` keys."""
     from bioplausible.rules.hebbian import HebbianBlockwise
 
-    rule = HebbianBlockwise(enc, "softhebb", lr=cfg["conv_lr"], max_rows=cfg["conv_max_rows"],
-                            bias_target=cfg["conv_bias_target"], temperature=cfg["conv_t"],
-                            anti_hebbian=True, average=cfg["conv_average"])
+    white = cfg["conv_whiten"] == "zca"
+    common = dict(max_rows=cfg["conv_max_rows"], whiten=white, zca_eps=cfg["conv_zca_eps"],
+                  gain=cfg["conv_gain"], bias_target=None if white else cfg["conv_bias_target"])
+    if rule == "krotov_hopfield":
+        return HebbianBlockwise(enc, "krotov_hopfield", lr=cfg["conv_kh_lr"], p=cfg["conv_kh_p"],
+                                rank=cfg["conv_kh_rank"], delta=cfg["conv_kh_delta"], **common)
+    return HebbianBlockwise(enc, "softhebb", lr=cfg["conv_lr"], temperature=_block_t(cfg, 0),
+                            anti_hebbian=True, average=cfg["conv_average"], **common)
+
+
+def train_conv3_hebbian(enc, x, cfg, log=None, rule_name: str = "softhebb", learn: bool = True):
+    """A Hebbian rule on conv3, block after block, one pass over ``x`` per block (learning rate
+    decaying linearly to 0 over the pass with ``conv_lr_decay`` / ``conv_kh_lr_decay`` = linear).
+    With ``conv_whiten=zca`` each block first measures its input's patch statistics on
+    ``conv_white_images`` of ``x``.  ``learn=False`` builds the same encoder without a single rule
+    step (the no-learning control).  Only the first ``conv_train_blocks`` blocks are trained; the
+    others are put back to their exact random init."""
+    from bioplausible.errors import UserError
+
+    n_train = cfg["conv_train_blocks"]
+    if not 1 <= n_train <= len(enc.blocks):
+        raise UserError(f"conv_train_blocks must be 1..{len(enc.blocks)}, got {n_train}")
+    init = enc.state_dict()
+    rule = make_conv_rule(enc, cfg, rule_name)
+    base_lr = rule.lr
+    decay = cfg["conv_kh_lr_decay"] if rule.rule == "krotov_hopfield" else cfg["conv_lr_decay"]
     B = cfg["conv_batch"]
+    n_steps = max(len(x) // B, 1)
     for bi in range(len(enc.blocks)):
+        if bi >= n_train:
+            continue
         rule.active = [bi]
+        if rule.rule == "softhebb":
+            rule.kw["temperature"] = _block_t(cfg, bi, len(enc.blocks))
+        if rule.whiten:
+            rule.fit_whitening(enc, bi, x[:cfg["conv_white_images"]],
+                               rng=np.random.default_rng([cfg["seed"], 3, bi]))
+        if not learn:
+            continue
         for s, i in enumerate(range(0, len(x) - B + 1, B)):
+            if decay == "linear":
+                rule.lr = base_lr * (1 - s / n_steps) + 1e-8
             m = rule.step(enc, {"x": x[i:i + B], "y": None,
                                 "rng": np.random.default_rng([cfg["seed"], 9, bi, s])})
             if log is not None and s % 20 == 0:
                 log(bi, s, m)
+    if n_train < len(enc.blocks):      # untrained blocks: exactly their random init
+        state = enc.state_dict()
+        state.update({k: v for k, v in init.items() if int(k.split("/")[0][5:]) >= n_train})
+        enc.load_state_dict(state)
     return rule
 
 
@@ -307,25 +402,37 @@ def run_cifar(cfg, out, rows):
                 t_train = 0.0
             else:
                 enc = encoders.build("conv3", data.in_shape, seed=cfg["seed"])
-                if arm == "softhebb":
+                w0 = [b.layers[0].params["w"].reshape(-1, b.layers[0].params["w"].shape[-1]).copy()
+                      for b in enc.blocks]
+                if arm in HEBB_ARMS:
                     rng = np.random.default_rng([cfg["seed"], 8])
                     idx = rng.permutation(len(data.x_train))[:cfg["cifar_hebb_images"]]
-                    train_conv3_hebbian(enc, data.x_train[idx], cfg,
+                    rule_name = "softhebb" if arm == "no_learning" else arm
+                    train_conv3_hebbian(enc, data.x_train[idx], cfg, rule_name=rule_name,
+                                        learn=arm != "no_learning",
                                         log=lambda bi, s, m: run_file.log(
                                             "train", block=bi + 1, step=s, **m))
                     run_file.checkpoint(enc.state_dict(), {"done": 1})
-                    _draw_conv1(enc.blocks[0].layers[0].params["w"], out / "cifar_softhebb_block1_filters.png")
+                    if arm != "no_learning":
+                        _draw_conv1(enc.blocks[0].layers[0].params["w"],
+                                    out / f"cifar_{arm}_block1_filters.png", arm)
                 t_train = time.time() - t0
+                cos = _cos_init(enc, w0)
                 res = protocol_eval(enc, data, seed=cfg["seed"])
-            run_file.save_result("eval", res)
+                res["cos_init"] = cos
+            run_file.save_result("eval", {k: v for k, v in res.items() if k != "cos_init"})
         results[arm] = res
         rows.append({"part": "cifar", "arm": arm, **{k: res.get(k) for k in keys},
+                     "cos_init": "/".join(f"{c:.2f}" for c in res.get("cos_init", [])),
+                     "eff_rank": "/".join(f"{res[f'eff_rank_b{l}']:.0f}" for l in (1, 2, 3)
+                                          if f"eff_rank_b{l}" in res),
                      "train_s": round(t_train, 1), "eval_s": round(time.time() - t0 - t_train, 1)})
-    if "random" in results and "softhebb" in results:
-        wins = [k for k in keys if results["softhebb"].get(k, np.nan) > results["random"].get(k, np.nan)]
-        for r in rows:
-            if r.get("part") == "cifar" and r.get("arm") == "softhebb":
-                r["beats_random_on"] = f"{len(wins)}/{len(keys)}"
+    if "random" in results:
+        for arm in [a for a in results if a in HEBB_ARMS]:
+            wins = [k for k in keys if results[arm].get(k, np.nan) > results["random"].get(k, np.nan)]
+            for r in rows:
+                if r.get("part") == "cifar" and r.get("arm") == arm:
+                    r["beats_random_on"] = f"{len(wins)}/{len(keys)}"
         from bioplausible.plots import bars
         bars([{"arm": a, **{k: results[a].get(k, np.nan) for k in keys}} for a in results],
              keys, "arm", out / "cifar_probes.png", title="CIFAR-10 conv3: protocol probes")

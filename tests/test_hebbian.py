@@ -342,6 +342,79 @@ def test_blockwise_rule_trains_conv3_only_its_active_block(rng):
     assert np.all(np.isfinite(w2))
 
 
+def test_patch_whitening_matches_numpy_zca(rng):
+    """ZCA on synthetic correlated Gaussian rows: identity covariance, symmetric Z, equal to an
+    SVD-based reference."""
+    X, _, _ = _gauss(rng, 20000, [9.0, 4.0, 1.0, 0.25, 0.04], np.float64)
+    X += 3.0                                   # a non-zero mean to remove
+    m, Z, C = H.patch_whitening(X, eps=1e-9)
+    np.testing.assert_allclose(m, X.mean(0), atol=1e-12)
+    np.testing.assert_allclose(Z, Z.T, atol=1e-10)
+    Zc = np.cov((X - m) @ Z, rowvar=False)
+    np.testing.assert_allclose(Zc, np.eye(5), atol=1e-5)
+    U, sv, _ = np.linalg.svd(np.cov(X, rowvar=False))
+    np.testing.assert_allclose(Z, U @ np.diag(sv ** -0.5) @ U.T, rtol=1e-5, atol=1e-6)
+    # eps regularises the weak directions: variance of z along the weakest eigenvector < 1
+    _, Zr, _ = H.patch_whitening(mean=m, cov=C, eps=0.1)
+    lam, E = np.linalg.eigh(C)
+    assert np.var((X - m) @ Zr @ E[:, 0]) < 0.5 and np.var((X - m) @ Zr @ E[:, -1]) > 0.85
+
+
+@pytest.mark.parametrize("gain", ["var", "norm"])
+def test_fold_whitening_layer_computes_the_rule_potential(rng, gain):
+    """A Conv2d holding folded weights computes v_k . Z (x - m) / s_k on its raw input (synthetic
+    input with a non-zero mean and correlated channels)."""
+    from bioplausible.layers import Conv2d
+
+    conv = Conv2d(3, 6, kernel=3, padding=1, rng=rng)
+    mix = rng.normal(size=(3, 3))
+    x = (rng.normal(size=(8, 7, 7, 3)) @ mix + 0.7).astype(np.float32)
+    p = H.Plastic(conv)
+    P = p.patches(x).astype(np.float64)
+    m, Z, C = H.patch_whitening(P, eps=1e-4)
+    V = H.normalize_columns(rng.normal(size=(27, 6)))
+    W, b = H.fold_whitening(V.astype(np.float32), m, Z, C, gain)
+    p.W[...] = W
+    conv.params["b"][...] = b
+    y, _ = conv.forward(x)
+    U = ((P - m) @ Z) @ V                      # the rule's potentials on whitened rows
+    s = U.std(0, ddof=1) if gain == "var" else np.linalg.norm(Z @ V, axis=0)
+    np.testing.assert_allclose(y.reshape(-1, 6), U / s, rtol=2e-3, atol=2e-3)
+    if gain == "var":                          # unit-variance drive, threshold at its mean
+        np.testing.assert_allclose(y.reshape(-1, 6).std(0), 1.0, atol=2e-3)
+        np.testing.assert_allclose(y.reshape(-1, 6).mean(0), 0.0, atol=2e-3)
+    else:
+        np.testing.assert_allclose(np.linalg.norm(W, axis=0), 1.0, rtol=1e-5)
+
+
+def test_blockwise_whitened_rule_keeps_encoder_consistent(rng):
+    """HebbianBlockwise(whiten=True) on conv3 (synthetic images): needs fit_whitening first;
+    after a step the layer holds fold_whitening of the rule-space weights; other blocks fixed."""
+    from bioplausible import encoders
+
+    enc = encoders.build("conv3", (12, 12, 3), seed=0)
+    x = (rng.normal(size=(16, 12, 12, 3)) + 0.3).astype(np.float32)
+    rule = H.HebbianBlockwise(enc, "krotov_hopfield", lr=0.05, whiten=True, p=2.0, rank=2,
+                              delta=0.2, max_rows=256)
+    rule.active = [1]
+    batch = {"x": x[:4], "y": None, "rng": np.random.default_rng(0)}
+    with pytest.raises(H.HebbianError, match="fit_whitening"):
+        rule.step(enc, batch)
+    before = enc.state_dict()
+    m, Z, C, V = rule.fit_whitening(enc, 1, x, rng=np.random.default_rng(1), per_image=200)
+    V0 = V.copy()
+    out = rule.step(enc, batch)
+    assert out["dw_b2"] > 0 and not np.allclose(V, V0)
+    W, b = H.fold_whitening(V, m, Z, C, "var")
+    np.testing.assert_allclose(enc.blocks[1].layers[0].params["w"].reshape(W.shape), W, rtol=1e-6)
+    np.testing.assert_allclose(enc.blocks[1].layers[0].params["b"], b, rtol=1e-6, atol=1e-7)
+    after = enc.state_dict()
+    for k in after:
+        assert (not np.array_equal(before[k], after[k])) == k.startswith("block1/"), k
+    with pytest.raises(H.HebbianError, match="bias_target=None"):
+        H.HebbianBlockwise(enc, "softhebb", whiten=True, bias_target=0.5)
+
+
 # --------------------------------------------------------------------------- errors
 def test_clear_errors():
     W = np.zeros((4, 2), np.float32)
@@ -413,6 +486,7 @@ def test_hebbian_classifier_cifar_smoke(tmp_path):
         pytest.skip("CIFAR-10 not found (see data/README.md)")
     rows = _run_smoke("hebbian_classifier", tmp_path, ["part=cifar"])
     arms = {r["arm"]: r for r in rows}
-    assert {"random", "softhebb"} <= set(arms) and "beats_random_on" in arms["softhebb"]
-    assert 0 < arms["softhebb"]["probe2x2_b3"] <= 1
+    assert {"random", "krotov_hopfield"} <= set(arms) and "beats_random_on" in arms["krotov_hopfield"]
+    assert 0 < arms["krotov_hopfield"]["probe2x2_b3"] <= 1
     assert (tmp_path / "cifar_probes.png").is_file()
+    assert (tmp_path / "cifar_krotov_hopfield_block1_filters.png").is_file()

@@ -24,7 +24,9 @@ No gradient crosses a block boundary, no weight is transported: in ``clapp`` the
 its own matrix W_retro.  Variants:
 
 * ``clapp`` -- separate W_pred and W_retro; each sample gets either a positive (y = +1, p = 1/2) or a
-  negative (y = −1, target from another image) update.
+  negative (y = −1, target from another image) update.  With view positives the negative's target
+  is another image's context view, which is encoded anyway, so only the positives need a second
+  view: 1.5 views per image on average.
 * ``clapp_s`` -- shared W_pred (W_retro = W_predᵀ); one positive and K negatives per sample, both
   updates at every step: L = hinge(positive) + mean_k hinge(negative_k).
 
@@ -41,6 +43,11 @@ Two optional, still local, additions against the collapse of the code (both off 
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
   pushed away from the units it co-varies with, using only activities of its own block.
+
+Silent modulator, no work: an input whose hinges are all inactive (as target and as context) has
+δ = 0 in every synapse of the block.  When fewer than ``sparse_below`` (default 0.8) of a block's
+inputs are plastic, the update reads only the plastic inputs' pre-synaptic rows (same result; the
+fraction is logged as ``plastic_b<l>``).
 
 Positives (``positives=``): ``views`` -- two augmented views of each image (context = view 1,
 target = view 2); ``grid`` -- CPC-style patch grid: overlapping patches (``patch`` pixels, stride

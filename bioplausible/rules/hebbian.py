@@ -32,6 +32,8 @@ Rules
 :func:`nonlinear_ica`      Δw_k = η σ_k ⟨x g(y_k)⟩ on whitened x + decorrelation (Hyvärinen & Oja 1998)
 :func:`anti_hebbian_lateral`  ΔV_jk = η (⟨y_j y_k⟩ − ρ) ≥ 0 lateral inhibition (Földiák 1990)
 :func:`homeostatic_bias`   Δb_k = η (p − ⟨1[u_k + b_k > 0]⟩), intrinsic plasticity
+:func:`patch_whitening`    m, Z = ⟨x⟩, (C + εI)^{-1/2}: ZCA of a layer's receptive fields
+:func:`fold_whitening`     w_k = Z v_k / s_k, b_k = −w_kᵀ m: a rule learned on z = Z(x − m), in the layer
 =========================  ====================================================================
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = [
     "HebbianError", "HebbianDivergence", "Plastic",
     "hebb", "normalize_columns", "oja", "sanger", "bcm", "competitive", "softhebb",
     "krotov_hopfield", "nonlinear_ica", "symmetric_decorrelation", "anti_hebbian_lateral",
-    "lateral_response", "homeostatic_bias",
+    "lateral_response", "homeostatic_bias", "patch_whitening", "fold_whitening",
     "oja_online", "sanger_online", "bcm_online", "competitive_online",
     "kh_post", "softmax_post", "RULES", "HebbianBlockwise",
 ]
@@ -463,6 +465,66 @@ def homeostatic_bias(b, U, target: float, lr: float) -> np.ndarray:
     return (_lr(lr, "homeostatic_bias") * (target - ((U + b) > 0).mean(0))).astype(b.dtype)
 
 
+def patch_whitening(X=None, eps: float = 1e-2, *, mean=None, cov=None):
+    r"""ZCA whitening of pre-synaptic rows: returns ``(m, Z, C)``.
+
+    .. math:: m = ⟨x⟩,\quad C = ⟨(x − m)(x − m)ᵀ⟩ = E Λ Eᵀ,\quad
+              Z = E\,(Λ + ε λ_{max} I)^{-1/2} Eᵀ,\qquad z = Z (x − m)
+
+    ``z`` has (nearly) identity covariance; ``ε`` (relative to the largest eigenvalue) keeps the
+    weakest, mostly-noise directions from being blown up.  ZCA (the symmetric choice) is the
+    whitening closest to the input itself, so whitened receptive fields still look like patches.
+    Give rows ``X`` (n, d), or their ``mean`` and ``cov`` (accumulated elsewhere).  This is a
+    linear decorrelation stage computed by eigendecomposition -- what a lateral anti-Hebbian
+    circuit converges to, not simulated here.
+    """
+    if X is not None:
+        X = np.asarray(X, np.float64)
+        if X.ndim != 2 or len(X) < 2:
+            raise HebbianError(f"patch_whitening: X must be (n >= 2, d), got {X.shape}")
+        mean = X.mean(0)
+        cov = np.cov(X, rowvar=False)
+    if mean is None or cov is None:
+        raise HebbianError("patch_whitening: give rows X or both mean= and cov=")
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    if cov.shape != (len(mean), len(mean)):
+        raise HebbianError(f"patch_whitening: cov must be ({len(mean)}, {len(mean)}), got {cov.shape}")
+    if not eps > 0:
+        raise HebbianError(f"patch_whitening: eps must be > 0, got {eps}")
+    lam, E = np.linalg.eigh((cov + cov.T) / 2)
+    lam = np.clip(lam, 0, None)
+    Z = (E / np.sqrt(lam + eps * max(lam.max(), 1e-12))) @ E.T
+    return mean, Z, cov
+
+
+def fold_whitening(V, mean, Z, cov=None, gain: str = "var"):
+    r"""Weights and biases of a layer whose units compute what a rule learned on whitened rows.
+
+    .. math:: u_k = v_kᵀ Z (x − m) / s_k = w_kᵀ x + b_k,\qquad w_k = Z v_k / s_k,\quad
+              b_k = −w_kᵀ m
+
+    ``v_k`` (columns of ``V``) are the rule's weights on ``z = Z(x − m)``; the layer itself sees
+    the raw ``x`` and computes the very same potential (Z is symmetric), so nothing outside the
+    layer's own weights and bias changes.  Unit k's threshold sits at its mean drive (``b_k``),
+    and its gain ``1/s_k`` is set by ``gain``: ``var`` -- ``s_k`` = the std of its drive
+    (``sqrt(w̃ᵀ C w̃)``, w̃ = Z v_k, needs ``cov``; every unit then has unit-variance input,
+    intrinsic gain homeostasis), ``norm`` -- ``s_k = ‖Z v_k‖`` (unit-norm weight vectors).
+    Returns ``(W, b)`` in V's dtype.
+    """
+    V = np.asarray(V)
+    Wt = np.asarray(Z, np.float64) @ V.astype(np.float64)
+    if gain == "var":
+        if cov is None:
+            raise HebbianError("fold_whitening: gain='var' needs cov")
+        s = np.sqrt(np.maximum(np.einsum("ik,ij,jk->k", Wt, np.asarray(cov, np.float64), Wt), 0))
+    elif gain == "norm":
+        s = np.linalg.norm(Wt, axis=0)
+    else:
+        raise HebbianError(f"fold_whitening: gain must be 'var' or 'norm', got {gain!r}")
+    Wt /= np.where(s > 0, s, 1.0)
+    return Wt.astype(V.dtype), (-(np.asarray(mean, np.float64) @ Wt)).astype(V.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # online rules (numba, one sample at a time)
 # --------------------------------------------------------------------------------------------
@@ -561,6 +623,16 @@ class HebbianBlockwise(Rule):
     ``normalize_rows``: the rule sees each receptive field divided by its length (divisive gain
     control), so one learning rate suits every block whatever the scale of its input; the bias
     homeostasis uses the raw drive ``u + b`` the layer actually computes.
+
+    ``whiten=True``: the rule learns on ZCA-whitened receptive fields ``z = Z(x − m)``
+    (:func:`patch_whitening`, statistics of the block's own input measured by
+    :meth:`fit_whitening`, which must be called before the block's first step) with rule-space
+    weights ``v_k`` (started from the layer's random init), and after every step the layer gets
+    ``w_k = Z v_k / s_k``, ``b_k = −w_kᵀ m`` (:func:`fold_whitening`, ``gain`` = ``var`` or
+    ``norm``): the encoder's forward pass (conv + bias, ReLU, pool) is unchanged and computes
+    the potential ``v_kᵀz`` the rule used, times the unit's gain ``1/s_k`` (the rule's own copy
+    of each patch is also divided by its length when ``normalize_rows``; the layer's is not).
+    The bias then sits at each unit's mean drive (``bias_target`` must be None).
     """
 
     name = "hebbian"
@@ -568,10 +640,18 @@ class HebbianBlockwise(Rule):
 
     def __init__(self, encoder, rule: str = "softhebb", lr: float = 0.01, *, max_rows: int = 8192,
                  bias_target: float | None = None, bias_lr: float = 0.05,
-                 normalize_rows: bool = True, **rule_kwargs):
+                 normalize_rows: bool = True, whiten: bool = False, zca_eps: float = 1e-2,
+                 gain: str = "var", **rule_kwargs):
         super().__init__()
         if rule not in RULES:
             raise HebbianError(f"unknown Hebbian rule {rule!r}; allowed: {', '.join(RULES)}")
+        if whiten and bias_target is not None:
+            raise HebbianError("HebbianBlockwise: with whiten=True the bias is each unit's mean drive; "
+                               "pass bias_target=None")
+        if gain not in ("var", "norm"):
+            raise HebbianError(f"HebbianBlockwise: gain must be 'var' or 'norm', got {gain!r}")
+        self.whiten, self.zca_eps, self.gain = bool(whiten), float(zca_eps), gain
+        self.white: dict[int, tuple] = {}      # block -> (m, Z, C, V): statistics and rule weights
         self.rule, self.lr, self.kw = rule, _lr(lr, rule), dict(rule_kwargs)
         self.max_rows, self.bias_target, self.bias_lr = max_rows, bias_target, bias_lr
         self.normalize_rows = normalize_rows
@@ -596,15 +676,67 @@ class HebbianBlockwise(Rule):
             if bi in self.active:
                 p = self.plastic[bi]
                 X = p.patches(x, self.max_rows, rng)
+                if self.whiten:
+                    if bi not in self.white:
+                        raise HebbianError(f"HebbianBlockwise: call fit_whitening(encoder, {bi}, x) "
+                                           f"before training block {bi + 1} with whiten=True")
+                    m, Z, C, V = self.white[bi]
+                    X = (X - m.astype(X.dtype)) @ Z.astype(X.dtype)
+                    Wr = V
+                else:
+                    Wr = p.W
                 Xr = X
                 if self.normalize_rows:
                     Xr = X / (np.sqrt(np.einsum("ij,ij->i", X, X))[:, None] + 1e-6)
-                dW = RULES[self.rule](p.W, Xr, self.lr, **self.kw)
-                p.W[...] += dW
-                if self.bias_target is not None and p.b is not None:
+                dW = RULES[self.rule](Wr, Xr, self.lr, **self.kw)
+                Wr[...] += dW
+                if self.whiten:
+                    self.fold(bi)
+                elif self.bias_target is not None and p.b is not None:
                     U = X @ p.W
                     p.b[...] += homeostatic_bias(p.b, U, self.bias_target, self.bias_lr)
-                out[f"dw_b{bi + 1}"] = float(np.abs(dW).mean() / (np.abs(p.W).mean() + 1e-12))
+                out[f"dw_b{bi + 1}"] = float(np.abs(dW).mean() / (np.abs(Wr).mean() + 1e-12))
             if bi + 1 < top:
                 x = block(x)
         return out
+
+    def fit_whitening(self, encoder, block: int, x, rng: np.random.Generator | None = None,
+                      per_image: int = 64, chunk: int = 100):
+        """Measure the mean and covariance of block ``block``'s receptive fields on images ``x``
+        (through the frozen blocks below it; ``per_image`` random patches per image), set up its
+        whitening and rule-space weights (the layer's current weights, unit length) and fold them
+        into the layer.  Call it after the blocks below are trained."""
+        if not 0 <= block < len(self.plastic):
+            raise HebbianError(f"fit_whitening: block must be in 0..{len(self.plastic) - 1}, got {block}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        p = self.plastic[block]
+        d = p.W.shape[0]
+        S, SS, n = np.zeros(d), np.zeros((d, d)), 0
+        for i in range(0, len(x), chunk):
+            h = x[i:i + chunk]
+            if block > 0:
+                h = encoder.outputs(h, upto=block)[-1]
+            X = p.patches(h, per_image * len(h), rng).astype(np.float64)
+            S += X.sum(0)
+            SS += X.T @ X
+            n += len(X)
+        if n < 2:
+            raise HebbianError("fit_whitening: need at least 2 patches (give more images)")
+        mean = S / n
+        cov = (SS - n * np.outer(mean, mean)) / (n - 1)
+        m, Z, C = patch_whitening(mean=mean, cov=cov, eps=self.zca_eps)
+        V = normalize_columns(p.W.copy())
+        self.white[block] = (m, Z, C, V)
+        self.fold(block)
+        return self.white[block]
+
+    def fold(self, block: int):
+        """Write the whitened rule weights of ``block`` into its layer (:func:`fold_whitening`)."""
+        m, Z, C, V = self.white[block]
+        p = self.plastic[block]
+        W, b = fold_whitening(V, m, Z, C, self.gain)
+        p.W[...] = W
+        if p.b is not None:
+            p.b[...] = b
+        elif np.any(b != 0):
+            raise HebbianError("whitening needs a layer with a bias (b = -w.m)")
