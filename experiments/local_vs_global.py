@@ -8,7 +8,11 @@ linear probes per block (2x2-pooled maps and GAP codes), few-label probes, and k
 and raw-pixel rows are always in the table.
 
 Arms: random, pixels, supervised, clapp, clapp_s, infonce (SimCLR), hinge_cpc (CLAPP loss at the
-top block, end-to-end backprop), greedy_infomax (layer-wise InfoNCE), simsiam, byol.
+top block, end-to-end backprop), greedy_infomax (layer-wise InfoNCE), simsiam, byol; and softhebb
+(the encoder after block-wise SoftHebb on whitened patches, no further training).
+``--set init=softhebb`` starts every trained arm from that Hebbian encoder (same seed, same
+weights) instead of the random init -- a fully local pipeline when the arm is CLAPP; the random
+row stays the true random init.
 The quick default runs random, clapp and infonce on CIFAR-10 (about 15 minutes on 2 cores);
 ``--set preset=full`` runs every arm.  See experiments/README.md for the numbers the defaults give
 and the commands that reproduce them.
@@ -26,7 +30,7 @@ import numpy as np
 QUICK_ARMS = ["random", "clapp", "infonce"]
 FULL_ARMS = ["random", "pixels", "supervised", "clapp", "clapp_s", "infonce", "hinge_cpc",
              "greedy_infomax", "simsiam", "byol"]
-ALL_ARMS = FULL_ARMS
+ALL_ARMS = FULL_ARMS + ["softhebb"]
 
 DEFAULTS = {
     "dataset": "cifar10",
@@ -42,6 +46,8 @@ DEFAULTS = {
     "clapp_negatives": 1,       # negatives per sample for clapp_s
     "clapp_code_norm": False,   # hinge on batch-standardised codes (fixed statistics)
     "clapp_decorrelate": 0.0,   # lateral decorrelation strength ν (0 = off)
+    "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
+    "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
     "temperature": 0.2,
     "n_train": 0,
     "n_test": 0,
@@ -54,7 +60,7 @@ SMOKE = {"n_train": 512, "n_test": 256, "epochs": 1, "max_batches": 2, "batch_si
          "curve_train": 256, "preset": "full"}
 CHOICES = {"dataset": ["cifar10", "fashion_mnist", "mnist"], "preset": ["quick", "full"],
            "arms": [""] + ALL_ARMS, "clapp_positives": ["views", "grid"],
-           "final_eval": ["full", "quick"]}
+           "final_eval": ["full", "quick"], "init": ["random", "softhebb"]}
 
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
@@ -81,6 +87,18 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
     raise ValueError(arm)
 
 
+def hebbian_init(enc, data, cfg: dict, seed: int):
+    """Train ``enc`` block by block with SoftHebb on whitened patches (the condition under which the
+    Hebbian conv3 beats random init on every probe: ``hebbian_classifier.py``, part ``cifar``, with
+    its defaults), on the first ``hebb_images`` training images, without labels."""
+    from bioplausible.experiment import load_experiment
+
+    hc = load_experiment("hebbian_classifier")
+    hcfg = dict(hc.DEFAULTS, seed=seed, progress=False)
+    hc.train_conv3_hebbian(enc, data.x_train[:cfg["hebb_images"]], hcfg)
+    return enc
+
+
 def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None = None) -> dict:
     from bioplausible import encoders
     from bioplausible.experiment import open_run
@@ -101,6 +119,8 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
                                                  if k != "done"}, "run": str(path)}
         print(f"{arm} (seed {seed}): resuming {path} from its last checkpoint")
         resume = path
+    if arm == "softhebb" or (cfg["init"] == "softhebb" and arm not in ("random", "pixels")):
+        hebbian_init(enc, data, cfg, seed)
     run = open_run(out, name, run_cfg, seed, enc.recipe_text, resume)
     row = {"arm": arm, "seed": seed}
     with run:
@@ -110,7 +130,7 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
             res = {f"probe2x2_b{n_blocks}": res["probe_pixels"], f"knn_b{n_blocks}": res["knn_pixels"]}
             row.update(res)
         else:
-            if arm != "random":
+            if arm not in ("random", "softhebb"):
                 rule = make_rule(arm, enc, data, cfg, seed)
 
                 def curve(encoder, rule, epoch):
@@ -195,7 +215,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
     keys = [k.format(b) for b in range(1, n_blocks + 1) for k in BLOCK_KEYS]
     bars([t for t in table if t["arm"] != "pixels"], keys, "arm", out / "probe_per_block.png",
          title=f"{cfg['dataset']}: linear probes per block")
-    runs = [r["run"] for r in rows if r["arm"] not in ("random", "pixels")]
+    runs = [r["run"] for r in rows if r["arm"] not in ("random", "pixels", "softhebb")]
     if runs:
         learning_curves(runs, out / "learning_curves.png", metric=f"probe_gap_b{n_blocks}",
                         title=f"{cfg['dataset']}: block-{n_blocks} GAP probe (curve subset) vs epoch")

@@ -334,3 +334,25 @@ def test_views_negatives_use_other_images_context_views():
     np.testing.assert_array_equal(X[ti[pos]], x[pos])               # same image, second view
     assert np.all(ti[neg] < 32) and np.all(ti[neg] != np.flatnonzero(neg))
     assert np.isclose(w.sum(), 1.0)
+
+
+def test_local_vs_global_from_a_hebbian_init(tmp_path):
+    """``init=softhebb``: the trained arms start from the SoftHebb-trained conv3 (the softhebb arm,
+    same seed), the random row stays the random init (real CIFAR-10 subset, smoke sizes)."""
+    from conftest import have_dataset
+    from bioplausible.experiment import load_experiment, run_experiment
+    from bioplausible.store import read_run
+
+    if not have_dataset("cifar10"):
+        pytest.skip("CIFAR-10 not found (see data/README.md)")
+    mod = load_experiment("local_vs_global")
+    rows = run_experiment(mod, sets=["init=softhebb", "arms=random,softhebb,clapp", "preset=quick"],
+                          out=tmp_path, smoke=True, progress=False)
+    by_arm = {r["arm"]: r for r in rows}
+    assert set(by_arm) == {"random", "softhebb", "clapp"}
+    assert by_arm["softhebb"]["knn_b3"] != by_arm["random"]["knn_b3"]     # the rule changed the encoder
+    info = read_run(tmp_path / "clapp-cifar10-conv3-s0.h5")
+    assert info["config"]["init"] == "softhebb"
+    curve0 = info["metrics"]["epoch"]["probe_gap_b3"][0]    # epoch 0 = the encoder before CLAPP
+    rand0 = read_run(tmp_path / "random-cifar10-conv3-s0.h5")
+    assert np.isfinite(curve0) and "probe_gap_b3" in rand0["results"]
