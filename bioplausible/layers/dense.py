@@ -17,6 +17,10 @@ class DenseCache(NamedTuple):
     """
     x: np.ndarray
 
+    def take(self, rows) -> "DenseCache":
+        """The cache of the samples ``rows`` only (a copy of their inputs)."""
+        return DenseCache(np.take(self.x, rows, axis=0))
+
 
 class Dense(ParamLayer, Layer):
     r"""Fully connected layer  ``y = x W + b``.

@@ -137,36 +137,14 @@ class _BlockParts:
             def part(i, b0, b1):
                 pooled_post(r4, dh4, self.pool, self.act, rows=rows[b0:b1], out=delta[b0:b1])
         run(plan(len(rows), delta.size), part)
-        delta = delta.reshape((len(rows),) + post_shape(post))
+        if not self.fused:
+            delta = delta.reshape((len(rows),) + post.shape[1:])     # dense: (n, 1, 1, D) -> (n, D)
         rows = None if len(rows) == n else rows
-        cache = wcache if rows is None else _rows_of_cache(wcache, rows)
+        cache = wcache if rows is None else wcache.take(rows)   # ConvCache / DenseCache
         g = self.weights.weight_grads(cache, delta)
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
         return grads
-
-
-def post_shape(post):
-    """Per-sample shape of the weights' output (what δ must have)."""
-    return tuple(post.x_shape[1:]) if hasattr(post, "x_shape") else tuple(post.shape[1:])
-
-
-def _rows_of_cache(cache, rows):
-    """The weights' forward cache restricted to the samples ``rows`` (a copy of their rows)."""
-    from ..layers.conv import ConvCache
-    from ..layers.dense import DenseCache
-
-    if hasattr(cache, "take"):
-        return cache.take(rows)
-    if isinstance(cache, ConvCache):
-        n = cache.x_shape[0]
-        per = cache.cols.shape[0] // n if n else 0
-        cols = np.take(cache.cols.reshape(n, per, -1), rows, axis=0).reshape(len(rows) * per, -1)
-        return ConvCache(cols, (len(rows),) + tuple(cache.x_shape[1:]),
-                         (len(rows),) + tuple(cache.y_shape[1:]), cache.k_in)
-    if isinstance(cache, DenseCache):
-        return DenseCache(np.take(cache.x, rows, axis=0))
-    raise TypeError(f"no sample subset for a {type(cache).__name__}")
 
 
 def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
