@@ -18,8 +18,6 @@ pass nothing.  Positions outside every window (when Ho or Wo is not a multiple o
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
-
 from ._config import jit
 
 ACTS = {"relu": 0, "identity": 1, "tanh": 2, "sigmoid": 3}
@@ -27,14 +25,14 @@ ACTS = {"relu": 0, "identity": 1, "tanh": 2, "sigmoid": 3}
 
 @jit
 def pooled_post_kernel(r, e, s, act, rows, delta):  # pragma: no cover - compiled
-    """Serial (cached; ``prange`` runs as ``range`` -- see ``kernels.conv.PARALLEL_MIN`` for why the
-    project's kernels stay serial next to a threaded BLAS), one pass: every output element is written once (zeros included),
-    channels innermost so that reads and writes are contiguous.  ``delta[m]`` is computed for sample
+    """Serial (cached) kernel -- callers run it concurrently on slices of ``rows`` -- in one pass:
+    every output element is written once (zeros included), channels innermost so that reads and
+    writes are contiguous.  ``delta[m]`` is computed for sample
     ``rows[m]`` of ``r`` and ``e`` (a subset of the batch: the samples whose modulator is not zero)."""
     ho, wo, c = r.shape[1], r.shape[2], r.shape[3]
     hp = e.shape[1]
     wp = e.shape[2]
-    for m in prange(rows.shape[0]):
+    for m in range(rows.shape[0]):
         b = rows[m]
         best = np.empty(c, r.dtype)
         win = np.empty(c, np.int64)
@@ -130,7 +128,7 @@ def winner_post_kernel(arg, y, e, kh, kw, sh, sw, rows, delta):  # pragma: no co
     """
     hp, wp, c = y.shape[1], y.shape[2], y.shape[3]
     H, W = delta.shape[1], delta.shape[2]
-    for m in prange(rows.shape[0]):
+    for m in range(rows.shape[0]):
         b = rows[m]
         if hp * kh < H or wp * kw < W or sh > kh or sw > kw:      # pixels outside every window
             for i in range(H):

@@ -121,8 +121,8 @@ class _BlockParts:
         the others have δ = 0 and contribute nothing, so their pre-synaptic rows are not read."""
         from ..layers._parallel import plan, run
 
-        n = len(dh)
-        rows = np.arange(n) if rows is None else np.asarray(rows)
+        subset = rows is not None
+        rows = np.asarray(rows) if subset else np.arange(len(dh))
         if self.fused:
             delta = np.empty((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
 
@@ -139,8 +139,7 @@ class _BlockParts:
         run(plan(len(rows), delta.size), part)
         if not self.fused:
             delta = delta.reshape((len(rows),) + post.shape[1:])     # dense: (n, 1, 1, D) -> (n, D)
-        rows = None if len(rows) == n else rows
-        cache = wcache if rows is None else wcache.take(rows)   # ConvCache / DenseCache
+        cache = wcache.take(rows) if subset else wcache    # ConvCache / DenseCache
         g = self.weights.weight_grads(cache, delta)
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
