@@ -204,3 +204,85 @@ def test_blas_threads_restored_and_one_inside_parts(force_split):
     x = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(_blas.matmul(x, x.T), np.full((3, 3), 4, np.float32))
     assert [c.num_threads for c in ctls] == before
+
+
+@pytest.mark.parametrize("act", ["relu", "identity", "tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooled_post_without_pooling_is_elementwise(act, dtype):
+    """s = 1 (a block without max-pool) takes the element-wise path: δ = e · ρ'(a), written from
+    r = ρ(a); checked against the formula, on a subset of rows (repeated, unsorted) and zero input."""
+    from bioplausible.kernels.plasticity import pooled_post
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((5, 3, 4, 6))
+    r = {"relu": np.maximum(a, 0), "identity": a, "tanh": np.tanh(a),
+         "sigmoid": 1 / (1 + np.exp(-a))}[act].astype(dtype)
+    e = rng.standard_normal(a.shape).astype(dtype)
+    dr = {"relu": (r > 0).astype(dtype), "identity": np.ones_like(r), "tanh": 1 - r * r,
+          "sigmoid": r * (1 - r)}[act]
+    np.testing.assert_allclose(pooled_post(r, e, 1, act), e * dr, rtol=1e-6)
+    rows = [4, 0, 4, 2]
+    np.testing.assert_allclose(pooled_post(r, e, 1, act, rows=rows), (e * dr)[rows], rtol=1e-6)
+    assert pooled_post(r, e, 1, act, rows=[]).shape == (0, 3, 4, 6)
+    if act == "relu":
+        assert not pooled_post(np.zeros_like(r), e, 1, act).any()
+
+
+def test_supervised_data_parallel_step_equals_whole_batch(monkeypatch):
+    """A supervised step split over the batch (3 uneven slices, each through every layer on its
+    own replica of the network) gives the same loss, accuracy and updated weights as the whole
+    batch at once; the replicas share the parameters (an update reaches all of them)."""
+    from bioplausible import encoders
+    from bioplausible.layers import _parallel
+    from bioplausible.rules.backprop import Supervised
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10, 12, 12, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 10)
+    results = {}
+    for mode in ("whole", "split"):
+        enc = encoders.build("conv3", (12, 12, 3), seed=1)
+        rule = Supervised(enc, 4, lr=1e-2, seed=2)
+        if mode == "split":
+            monkeypatch.setattr(_parallel, "MIN_SPLIT", 0)
+            monkeypatch.setattr(_parallel, "n_workers", lambda: 3)
+        m = [rule.step(enc, {"x": x, "y": y, "rng": None}) for _ in range(2)]
+        results[mode] = (m, [v.copy() for p in enc.params + rule.head.params for v in p.values()])
+        if mode == "split":
+            reps = rule._dp._replicas
+            assert len(reps) == 2 and reps[0][0].layers[0] is not enc.blocks[0].layers[0]
+            assert reps[0][0].layers[0].params is enc.blocks[0].layers[0].params
+    (mw, pw), (ms, ps) = results["whole"], results["split"]
+    for a, b in zip(mw, ms):
+        assert a["acc"] == b["acc"]
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(a["loss"]))
+    for a, b in zip(pw, ps):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_data_parallel_gradients_float64():
+    """The slices' gradients weighted by their share of the batch sum to the whole batch's
+    gradient (float64, to 1e-12), for every layer of conv3 and the head."""
+    from bioplausible import encoders
+    from bioplausible.layers._parallel import replicate, weighted_sum
+    from bioplausible.rules.backprop import Supervised
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 12, 12, 3))
+    y = rng.integers(0, 4, 7)
+    enc = encoders.build("conv3", (12, 12, 3), seed=1)
+    rule = Supervised(enc, 4, seed=2)
+    blocks = list(enc.blocks) + [rule.head]
+    for b in blocks:
+        for layer in b.layers:
+            if layer.params:
+                layer.astype(np.float64)
+    _, _, whole = rule._forward_backward(blocks, x, y)
+    reps = replicate(blocks)
+    parts = [rule._forward_backward(blocks, x[:3], y[:3]), rule._forward_backward(reps, x[3:], y[3:])]
+    split = weighted_sum([p[2] for p in parts], [3 / 7, 4 / 7])
+    assert len(split) == len(whole) and any(g for g in whole)
+    for gw, gs in zip(whole, split):
+        assert gw.keys() == gs.keys()
+        for k in gw:
+            np.testing.assert_allclose(gs[k], gw[k], rtol=1e-12, atol=1e-14)

@@ -32,10 +32,30 @@ def pooled_post_kernel(r, e, s, act, rows, delta):  # pragma: no cover - compile
     ho, wo, c = r.shape[1], r.shape[2], r.shape[3]
     hp = e.shape[1]
     wp = e.shape[2]
+    if s == 1:       # no pooling: δ = e · ρ'(a) element by element (one branch-free loop per ρ)
+        per = ho * wo * c
+        r2 = r.reshape(r.shape[0], per)
+        e2 = e.reshape(e.shape[0], per)
+        d2 = delta.reshape(delta.shape[0], per)
+        for m in range(rows.shape[0]):
+            rb, eb, db = r2[rows[m]], e2[rows[m]], d2[m]
+            if act == 0:
+                for t in range(per):
+                    db[t] = eb[t] if rb[t] > 0 else 0.0
+            elif act == 1:
+                for t in range(per):
+                    db[t] = eb[t]
+            elif act == 2:
+                for t in range(per):
+                    db[t] = eb[t] * (1.0 - rb[t] * rb[t])
+            else:
+                for t in range(per):
+                    db[t] = eb[t] * (rb[t] * (1.0 - rb[t]))
+        return
+    best = np.empty(c, r.dtype)
+    win = np.empty(c, np.int64)
     for m in range(rows.shape[0]):
         b = rows[m]
-        best = np.empty(c, r.dtype)
-        win = np.empty(c, np.int64)
         if hp * s < ho or wp * s < wo:           # positions outside every window
             for i in range(ho):
                 for j in range(wo):

@@ -13,6 +13,12 @@ multi-threaded BLAS call per product this
 ``k`` is the number of threads numpy's BLAS is allowed to use (``threadpool_limits(1)`` or
 ``OPENBLAS_NUM_THREADS=1`` therefore also makes the layers serial), at most ``os.cpu_count()``.
 Work smaller than :data:`MIN_SPLIT` elements is not split.
+
+A whole training step can also be split over the batch (:class:`DataParallel`): each slice runs
+the forward and backward pass of *every* layer on its own replica of the blocks (the replicas
+share the parameter arrays, each has its own work buffers), and the slices' gradients are summed
+once at the end.  That synchronises once per step instead of once per layer and keeps each core on
+its own images from the first layer to the last.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import threading
 from ._blas import _controllers, one_blas_thread
 
 #: a layer call is split over the batch only if its largest array has at least this many elements
-MIN_SPLIT = 1 << 22
+MIN_SPLIT = 1 << 20
 
 _lock = threading.Lock()
 _pool = {"executor": None, "pid": None}
@@ -85,3 +91,71 @@ def run(parts: list[tuple[int, int]], fn) -> list:
             for f in futures:  # never return while a task still writes into shared arrays
                 f.exception()
         return [first] + [f.result() for f in futures]
+
+
+def replicate(blocks: list) -> list:
+    """Shallow replicas of ``blocks`` (objects with a ``layers`` list): every layer is copied
+    without its work buffers, and shares its ``params`` dict -- so an optimiser's in-place update,
+    or a dtype change, reaches every replica -- with the original."""
+    import copy
+
+    out = []
+    for b in blocks:
+        rb = copy.copy(b)
+        rb.layers = [copy.copy(layer) for layer in b.layers]   # PooledLayer drops its pool
+        for layer, rl in zip(b.layers, rb.layers):
+            rl.params = layer.params
+        out.append(rb)
+    return out
+
+
+class DataParallel:
+    """Run one step on slices of the batch, one slice per core, each on its own replica of the
+    blocks (slice 0 on the blocks themselves).
+
+    ``slices(n, work)`` plans the slices (one per worker if the step's largest array, ``work``
+    elements, is at least :data:`MIN_SPLIT`; else a single slice: the caller then runs its
+    ordinary path); ``run(blocks, slices, fn)`` calls ``fn(replica_blocks, b0, b1)`` for every
+    slice at the same time and returns the results in slice order.  Replicas are made once per
+    set of blocks and remade if the blocks change (other layer objects)."""
+
+    def __init__(self):
+        self._key = None
+        self._replicas = []
+
+    @staticmethod
+    def slices(n: int, work: int) -> list[tuple[int, int]]:
+        return plan(n, work)
+
+    def _blocks_for(self, blocks: list, k: int) -> list:
+        key = tuple(id(layer) for b in blocks for layer in b.layers)
+        if key != self._key:
+            self._key, self._replicas = key, []
+        while len(self._replicas) < k - 1:
+            self._replicas.append(replicate(blocks))
+        return [blocks] + self._replicas[:k - 1]
+
+    def run(self, blocks: list, slices: list[tuple[int, int]], fn) -> list:
+        reps = self._blocks_for(blocks, len(slices))
+        return run(slices, lambda i, b0, b1: fn(reps[i], b0, b1))
+
+    def __getstate__(self):     # replicas are work objects: never pickled
+        return {"_key": None, "_replicas": []}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def weighted_sum(grads: list, weights: list) -> list:
+    """Σ_i weights[i] · grads[i] for per-slice gradient lists (a list of ``{name: array}`` per
+    layer, ``{}`` for layers without parameters)."""
+    out = []
+    for per_layer in zip(*grads):
+        acc = {}
+        for k in per_layer[0]:
+            g = per_layer[0][k] * weights[0]
+            for gi, w in zip(per_layer[1:], weights[1:]):
+                g += gi[k] * w
+            acc[k] = g
+        out.append(acc)
+    return out

@@ -64,18 +64,49 @@ class Supervised(Rule):
         return self.head(encoder.outputs(x)[-1])
 
     def step(self, encoder, batch: dict) -> dict:
-        from ..losses import accuracy, cross_entropy
+        """One Adam/SGD step on the batch's mean cross-entropy.  On a large batch the forward and
+        backward passes run on one slice of images per core, each slice through every layer on
+        its own replica of the network (:class:`~bioplausible.layers._parallel.DataParallel`);
+        the slices' gradients, weighted by their share of the batch, are summed -- the same
+        gradient as the whole batch at once."""
+        from ..layers._parallel import DataParallel, weighted_sum
 
-        outs, caches = encoder.forward(batch["x"])
-        logits, hcache = self.head.forward(outs[-1])
-        loss, dlogits = cross_entropy(logits, batch["y"])
-        dh, hgrads = self.head.backward(hcache, dlogits, need_dx=True)
+        x, y = batch["x"], batch["y"]
+        encoder.check_input(x)
+        n = len(x)
+        if getattr(self, "_dp", None) is None:
+            self._dp = DataParallel()
+        slices = self._dp.slices(n, n * max(int(np.prod(s)) for s in encoder.out_shapes))
+        blocks = list(encoder.blocks) + [self.head]
+        if len(slices) == 1:
+            loss, correct, grads = self._forward_backward(blocks, x, y)
+        else:
+            res = self._dp.run(blocks, slices,
+                               lambda bl, b0, b1: self._forward_backward(bl, x[b0:b1], y[b0:b1]))
+            share = [(b1 - b0) / n for b0, b1 in slices]
+            loss = sum(r[0] * f for r, f in zip(res, share))
+            correct = sum(r[1] for r in res)
+            grads = weighted_sum([r[2] for r in res], share)
+        self.optimizers["all"].step(grads)
+        return {"loss": float(loss), "acc": float(correct) / max(1, n)}
+
+    @staticmethod
+    def _forward_backward(blocks, x, y):
+        """(mean loss, number correct, gradients of every layer) of ``blocks`` (encoder blocks
+        then the head) on the images ``x``."""
+        from ..losses import cross_entropy
+
+        caches, h = [], x
+        for b in blocks:
+            h, c = b.forward(h)
+            caches.append(c)
+        loss, dh = cross_entropy(h, y)
+        correct = int(np.sum(np.argmax(h, axis=1) == np.asarray(y)))
         grads = []
-        for bi in range(len(encoder.blocks) - 1, -1, -1):
-            dh, g = encoder.blocks[bi].backward(caches[bi], dh, need_dx=bi > 0)
+        for bi in range(len(blocks) - 1, -1, -1):
+            dh, g = blocks[bi].backward(caches[bi], dh, need_dx=bi > 0)
             grads = g + grads
-        self.optimizers["all"].step(grads + hgrads)
-        return {"loss": float(loss), "acc": float(accuracy(logits, batch["y"]))}
+        return float(loss), correct, grads
 
     def predict(self, encoder, x, batch_size: int = 1000) -> np.ndarray:
         return np.concatenate([self.logits(encoder, x[i:i + batch_size]).argmax(1)

@@ -61,6 +61,7 @@ from ..encoders import Block
 from ..errors import UserError
 from ..kernels.plasticity import pooled_post, winner_post
 from ..layers._blas import one_blas_thread
+from ..layers._util import BufferPool
 from .base import Rule, make_optimizer
 
 VARIANTS = ("clapp", "clapp_s")
@@ -100,6 +101,9 @@ class _BlockParts:
         self.pool_layer = layers[-1] if (self.fused or len(layers) == 3) else None
         self.pool = self.pool_layer.size[0] if self.pool_layer is not None else 1
         self.layers = block.layers
+        # δ has the shape of the pre-pool activity (tens of MB for block 1): a fresh array every
+        # step would cost more in page faults than the kernel that fills it, so it is pooled
+        self._buffers = BufferPool(max_buffers=1)
 
     def forward(self, x):
         """Returns (block output, what ``update`` needs, the weights' cache)."""
@@ -124,7 +128,7 @@ class _BlockParts:
         subset = rows is not None
         rows = np.asarray(rows) if subset else np.arange(len(dh))
         if self.fused:
-            delta = np.empty((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
+            delta = self._buffers.get((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
 
             def part(i, b0, b1):        # slices of samples on every core (the kernel drops the GIL)
                 winner_post(post, dh, self.pool_layer.size, self.pool_layer.stride,
@@ -132,7 +136,7 @@ class _BlockParts:
         else:
             r4 = post if post.ndim == 4 else post[:, None, None, :]
             dh4 = dh if dh.ndim == 4 else dh[:, None, None, :]
-            delta = np.empty((len(rows),) + r4.shape[1:], np.result_type(r4.dtype, dh4.dtype))
+            delta = self._buffers.get((len(rows),) + r4.shape[1:], np.result_type(r4.dtype, dh4.dtype))
 
             def part(i, b0, b1):
                 pooled_post(r4, dh4, self.pool, self.act, rows=rows[b0:b1], out=delta[b0:b1])
