@@ -89,7 +89,19 @@ class Block:
         """One dict per layer (the layers' own arrays: optimisers update them in place)."""
         return [layer.params for layer in self.layers]
 
+    def _fused(self) -> bool:
+        """Whether this block is a first block ``conv -> [ReLU +] max-pool`` that runs through
+        :mod:`bioplausible.layers.fused` (same results and caches, the pre-pool activity kept in
+        cache-sized blocks instead of memory).  Checked on every call: layers may be replaced."""
+        from .layers import fused
+
+        return fused.fusable(self.layers)
+
     def forward(self, x):
+        if self._fused():
+            from .layers import fused
+
+            return fused.forward(self.layers[0], self.layers[1], x)
         caches = []
         for layer in self.layers:
             x, c = layer.forward(x)
@@ -98,6 +110,10 @@ class Block:
 
     def backward(self, caches, dy, need_dx: bool = True):
         """Chain the layers backwards.  Returns ``(dx or None, [grads per layer])``."""
+        if not need_dx and self._fused() and getattr(caches[0], "has_x", False):
+            from .layers import fused
+
+            return None, fused.weight_grads(self.layers[0], self.layers[1], caches, dy)
         grads = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
             need = need_dx or i > 0

@@ -286,3 +286,80 @@ def test_data_parallel_gradients_float64():
         assert gw.keys() == gs.keys()
         for k in gw:
             np.testing.assert_allclose(gs[k], gw[k], rtol=1e-12, atol=1e-14)
+
+
+def _layerwise(conv, pool, x, dy):
+    a, cc = conv.forward(x)
+    y, pc = pool.forward(a)
+    da = pool.backward(pc, dy)[0]
+    return y, pc, cc, conv.backward(cc, da, need_dx=False)[1]
+
+
+@pytest.mark.parametrize("shape,n,relu", [((28, 28, 1), 5, True), ((13, 11, 3), 3, True),
+                                          ((9, 9, 2), 1, False), ((8, 8, 3), 4, True)])
+@pytest.mark.parametrize("split", [False, True])
+def test_fused_first_block_equals_layer_by_layer(monkeypatch, shape, n, relu, split):
+    """conv -> (ReLU +) max-pool in blocks of images (fused.forward / fused.weight_grads) gives the
+    layer-by-layer output, caches and weight gradient (float64, 1e-12): odd sizes with leftover
+    rows/columns, batch 1, one image per block, slices on 3 workers, zero input."""
+    from bioplausible.layers import MaxPool2d, _parallel, fused
+
+    if split:
+        monkeypatch.setattr(_parallel, "MIN_SPLIT", 0)
+        monkeypatch.setattr(_parallel, "n_workers", lambda: 3)
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 1)               # one image per block
+    rng = np.random.default_rng(5)
+    conv = Conv2d(shape[2], 6, 3, padding=1, rng=rng).astype(np.float64)
+    pool = ReLUMaxPool2d(2) if relu else MaxPool2d(2)
+    assert fused.fusable([conv, pool])
+    for x in (rng.standard_normal((n,) + shape), np.zeros((n,) + shape)):
+        y, (cc, pc) = fused.forward(conv, pool, x)
+        y0, pc0, cc0, _ = _layerwise(conv, pool, x, rng.standard_normal(y.shape))
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(pc.arg, pc0.arg)
+        assert pc.x_shape == pc0.x_shape and cc.has_x and cc.y_shape == cc0.y_shape
+        dy = rng.standard_normal(y.shape)
+        g = fused.weight_grads(conv, pool, [cc, pc], dy)
+        g0 = _layerwise(conv, pool, x, dy)[3]
+        assert g[1] == {}
+        for k in ("w", "b"):
+            np.testing.assert_allclose(g[0][k], g0[k], rtol=1e-12, atol=1e-12)
+
+
+def test_fusable_only_for_first_blocks_with_disjoint_windows():
+    from bioplausible.layers import MaxPool2d, ReLU, fused
+
+    rng = np.random.default_rng(0)
+    assert fused.fusable([Conv2d(3, 4, 3, rng=rng), ReLUMaxPool2d(2)])
+    assert not fused.fusable([Conv2d(32, 4, 3, rng=rng), ReLUMaxPool2d(2)])     # K = 288: im2col kept
+    assert not fused.fusable([Conv2d(3, 4, 3, rng=rng), MaxPool2d(3, 2)])        # overlapping windows
+    assert not fused.fusable([Conv2d(3, 4, 3, rng=rng), ReLU()])
+    assert not fused.fusable([Conv2d(3, 4, 3, rng=rng), ReLU(), MaxPool2d(2)])
+
+
+def test_clapp_streamed_first_block_equals_plain(monkeypatch):
+    """CLAPP's block-1 forward and update in blocks of images (no stored pre-pool activity or δ)
+    change the weights exactly as the layer-by-layer path, with all inputs and with a subset."""
+    from bioplausible import encoders, views
+    from bioplausible.layers import fused
+    from bioplausible.rules.clapp import CLAPP
+
+    x = np.random.default_rng(1).standard_normal((12, 16, 16, 3)).astype(np.float32)
+    out = {}
+    for mode in ("streamed", "plain"):
+        if mode == "plain":
+            monkeypatch.setattr(fused, "fusable", lambda layers: False)
+        for sparse in (0.0, 1.0):
+            enc = encoders.build("conv3", (16, 16, 3), seed=0)
+            rule = CLAPP(enc, views.preset("cifar10"), positives="views", lr=1e-3, seed=0,
+                         sparse_below=sparse)
+            assert rule.parts[0]._streamed() == (mode == "streamed")
+            for P in rule.preds:              # large predictions: many hinges already satisfied
+                P["w_pred"] *= 300.0
+            for s in range(2):
+                m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(s)})
+                assert 0.0 < m["plastic_b1"] < 1.0          # the subset path is used when sparse
+            out[mode, sparse] = [v.copy() for v in enc.blocks[0].layers[0].params.values()]
+    for sparse in (0.0, 1.0):
+        for a, b in zip(out["streamed", sparse], out["plain", sparse]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -105,8 +105,21 @@ class _BlockParts:
         # step would cost more in page faults than the kernel that fills it, so it is pooled
         self._buffers = BufferPool(max_buffers=1)
 
+    def _streamed(self) -> bool:
+        """A first block (conv keeping its input -> ReLU + max-pool): forward and update run in
+        cache-sized blocks of images (:mod:`bioplausible.layers.fused`), never storing the
+        pre-pool activity or δ."""
+        from ..layers import fused
+
+        return self.fused and self.flatten is None and fused.fusable([self.weights, self.pool_layer])
+
     def forward(self, x):
         """Returns (block output, what ``update`` needs, the weights' cache)."""
+        if self._streamed():
+            from ..layers import fused
+
+            h, (wcache, pcache) = fused.forward(self.weights, self.pool_layer, x)
+            return h, pcache, wcache
         if self.flatten is not None:
             x = self.flatten(x)
         a, wcache = self.weights.forward(x)
@@ -126,6 +139,21 @@ class _BlockParts:
         from ..layers._parallel import plan, run
 
         subset = rows is not None
+        if self._streamed() and getattr(wcache, "has_x", False):
+            # for ReLU + max-pool, δ is the pool's backward of dh: winner · [y > 0] · dh
+            from ..layers import fused
+            from ..layers.pool import MaxPoolCache
+
+            if subset:
+                rows = np.asarray(rows)
+                wcache = wcache.take(rows)
+                post = MaxPoolCache(np.take(post.arg, rows, axis=0), np.take(post.y, rows, axis=0),
+                                    (len(rows),) + tuple(post.x_shape[1:]))
+                dh = np.take(dh, rows, axis=0)
+            g = fused.weight_grads(self.weights, self.pool_layer, [wcache, post], dh)[0]
+            grads = [{} for _ in self.layers]
+            grads[self.layers.index(self.weights)] = g
+            return grads
         rows = np.asarray(rows) if subset else np.arange(len(dh))
         if self.fused:
             delta = self._buffers.get((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
