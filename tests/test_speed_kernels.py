@@ -363,3 +363,27 @@ def test_clapp_streamed_first_block_equals_plain(monkeypatch):
     for sparse in (0.0, 1.0):
         for a, b in zip(out["streamed", sparse], out["plain", sparse]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_buffer_pool_stays_small_when_sizes_vary():
+    """A request whose size changes from step to step (CLAPP encodes 1.5 views per image on
+    average) reuses or replaces its buffer instead of hoarding one per new maximum; buffers still
+    in use are never handed out again, and two arrays alive at once get two buffers."""
+    from bioplausible.layers._util import BufferPool
+
+    pool = BufferPool()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(900, 1100))
+        a = pool.get((n, 100), np.float32)       # e.g. im2col rows
+        b = pool.get((n, 10), np.float32)        # e.g. the output, alive at the same time
+        assert not np.shares_memory(a, b)
+        a[...] = 1.0
+        b[...] = 2.0
+        assert a.min() == 1.0
+        del a, b
+    assert len(pool._bufs) <= 3
+    assert sum(buf.nbytes for buf in pool._bufs) <= 2 * 1100 * 110 * 4
+    keep = pool.get((1000, 100), np.float32)     # a caller keeps an array: a new one is made
+    other = pool.get((1000, 100), np.float32)
+    assert not np.shares_memory(keep, other)

@@ -106,13 +106,20 @@ class BufferPool:
                 if best < 0 or self._bufs[i].nbytes < self._bufs[best].nbytes:
                     best = i
         if best < 0:
+            # free buffers that this request has outgrown (at least half its size) are almost
+            # surely earlier, smaller versions of it (a batch whose size varies from step to
+            # step, e.g. CLAPP's 1.5 views per image): drop them rather than keep them all
+            outgrown = [_refs(self._bufs, i) == _FREE_REFS and nbytes // 2 <= self._bufs[i].nbytes
+                        for i in range(len(self._bufs))]
+            self._bufs = [b for b, drop in zip(self._bufs, outgrown) if not drop]
             if len(self._bufs) >= self.max_buffers:
                 # drop a free (too small) buffer if there is one, else do not pool this array
                 free = [i for i in range(len(self._bufs)) if _refs(self._bufs, i) == _FREE_REFS]
                 if not free:
                     return np.empty(shape, dtype)
                 del self._bufs[free[0]]
-            self._bufs.append(np.empty(max(nbytes, 1), np.uint8))
+            # 1/8 headroom, so that a request that grows a little next time still fits
+            self._bufs.append(np.empty(max(nbytes + nbytes // 8, 1), np.uint8))
             best = len(self._bufs) - 1
         return self._bufs[best][:nbytes].view(dtype).reshape(shape)
 
