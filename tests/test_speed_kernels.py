@@ -387,3 +387,23 @@ def test_buffer_pool_stays_small_when_sizes_vary():
     keep = pool.get((1000, 100), np.float32)     # a caller keeps an array: a new one is made
     other = pool.get((1000, 100), np.float32)
     assert not np.shares_memory(keep, other)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_scaled_rows_matches_add_at(dtype):
+    """out[idx[p]] += scale[p] * rows[p] equals np.add.at (repeated indices, zero scales, empty)."""
+    from bioplausible.kernels.plasticity import scatter_scaled_rows
+
+    rng = np.random.default_rng(2)
+    idx = np.array([3, 0, 3, 3, 5, 1, 0], np.int64)
+    scale = rng.standard_normal(7).astype(dtype)
+    scale[2] = 0
+    rows = rng.standard_normal((7, 4)).astype(dtype)
+    out = rng.standard_normal((6, 4)).astype(dtype)
+    ref = out.copy()
+    np.add.at(ref, idx, scale[:, None] * rows)
+    scatter_scaled_rows(out, idx, scale, rows)
+    np.testing.assert_allclose(out, ref, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    before = out.copy()
+    scatter_scaled_rows(out, idx[:0], scale[:0], rows[:0])
+    np.testing.assert_array_equal(out, before)

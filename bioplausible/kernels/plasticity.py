@@ -184,3 +184,17 @@ def winner_post(cache, e: np.ndarray, size: tuple, stride: tuple, rows=None, out
     winner_post_kernel(arg, y, e, int(size[0]), int(size[1]), int(stride[0]), int(stride[1]),
                        rows, delta)
     return delta
+
+
+@jit
+def scatter_scaled_rows(out, idx, scale, rows):  # pragma: no cover - compiled
+    """``out[idx[p]] += scale[p] * rows[p]`` for p = 0, 1, ... in order (``np.add.at`` with a
+    per-row factor, without its temporaries): how every pair's modulated prediction reaches the
+    code of the input it came from."""
+    d = rows.shape[1]
+    for p in range(idx.shape[0]):
+        s = scale[p]
+        o = out[idx[p]]
+        r = rows[p]
+        for k in range(d):
+            o[k] += s * r[k]

@@ -59,7 +59,7 @@ import numpy as np
 
 from ..encoders import Block
 from ..errors import UserError
-from ..kernels.plasticity import pooled_post, winner_post
+from ..kernels.plasticity import pooled_post, scatter_scaled_rows, winner_post
 from ..layers._blas import one_blas_thread
 from ..layers._util import BufferPool
 from .base import Rule, make_optimizer
@@ -197,8 +197,12 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
     gu = (-(y * active) * w).astype(Z.dtype)           # dL/du = −γ·w
     retro = zt @ (W_pred if W_retro is None else W_retro.T)   # (P, D): W_retro z
     dZ = np.zeros_like(Z)
-    np.add.at(dZ, ti, gu[:, None] * pred)
-    np.add.at(dZ, ci, gu[:, None] * retro)
+    if dZ.size:
+        # dZ[t_p] += gu_p (W_pred c_p), dZ[c_p] += gu_p (W_retro z_p), pair by pair
+        scatter_scaled_rows(dZ, np.ascontiguousarray(ti, np.int64), gu,
+                            np.ascontiguousarray(pred, Z.dtype))
+        scatter_scaled_rows(dZ, np.ascontiguousarray(ci, np.int64), gu,
+                            np.ascontiguousarray(retro, Z.dtype))
     dW_pred = (gu[:, None] * zt).T @ zc
     dW_retro = None if W_retro is None else (gu[:, None] * zc).T @ zt
     return loss, dZ, dW_pred, dW_retro, u
