@@ -13,6 +13,17 @@ top block, end-to-end backprop), greedy_infomax (layer-wise InfoNCE), simsiam, b
 ``--set init=softhebb`` starts every trained arm from that Hebbian encoder (same seed, same
 weights) instead of the random init -- a fully local pipeline when the arm is CLAPP; the random
 row stays the true random init.
+
+``--set holdout=N`` (the protocol's model selection): N images of the training split, drawn at
+random once (a fixed draw, the same for every seed and arm -- not the last N: the stored CIFAR-10
+training split is sorted by class), become the evaluation set and the test set is not used; every
+arm trains, and every probe is fitted, on the other (50,000 − N) training images (or ``n_train``
+of them), and all reported accuracies are on the N held-out training images.  The table says so
+in its first line.  Use it to choose learning rates and conditions; report the chosen condition
+without it (test set).
+``--set final_eval=last`` evaluates only the last block after training, but fully: its 2x2 and
+GAP probes, both few-label probes and kNN (the same numbers the full protocol gives for that
+block) -- cheaper than ``full`` when selecting conditions.
 The quick default runs random, clapp and infonce on CIFAR-10 (about 15 minutes on 2 cores);
 ``--set preset=full`` runs every arm.  See experiments/README.md for the numbers the defaults give
 and the commands that reproduce them.
@@ -46,21 +57,28 @@ DEFAULTS = {
     "clapp_negatives": 1,       # negatives per sample for clapp_s
     "clapp_code_norm": False,   # hinge on batch-standardised codes (fixed statistics)
     "clapp_decorrelate": 0.0,   # lateral decorrelation strength ν (0 = off)
+    "clapp_block_lr": [1.0],    # per-block factor on clapp_lr (one value = every block; 0 freezes a block)
     "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
     "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
+    "hebb_pick": "random",      # which: random (a seeded draw over all classes) | first (the first
+                                # hebb_images of the training split -- sorted by class for CIFAR-10;
+                                # what session 4's numbers used)
     "temperature": 0.2,
     "n_train": 0,
     "n_test": 0,
     "max_batches": 0,
     "curve_train": 10000,       # training images used by the per-epoch (learning-curve) probe
-    "final_eval": "full",       # full protocol after training, or "quick" (block-3 probes only)
+    "final_eval": "full",       # full protocol after training | quick (last block: 2x2, GAP, kNN;
+                                # no few-label probes) | last (last block, with the few-label probes)
+    "holdout": 0,               # >0: evaluate on N held-out training images (a fixed random draw), not the test set
     "progress": True,
 }
 SMOKE = {"n_train": 512, "n_test": 256, "epochs": 1, "max_batches": 2, "batch_size": 64,
          "curve_train": 256, "preset": "full"}
 CHOICES = {"dataset": ["cifar10", "fashion_mnist", "mnist"], "preset": ["quick", "full"],
            "arms": [""] + ALL_ARMS, "clapp_positives": ["views", "grid"],
-           "final_eval": ["full", "quick"], "init": ["random", "softhebb"]}
+           "final_eval": ["full", "quick", "last"],
+           "hebb_pick": ["first", "random"], "init": ["random", "softhebb"]}
 
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
@@ -83,19 +101,84 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
     if arm in ("clapp", "clapp_s"):
         return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"], lr=cfg["clapp_lr"],
                      negatives=cfg["clapp_negatives"], code_norm=cfg.get("clapp_code_norm", False),
-                     decorrelate=cfg.get("clapp_decorrelate", 0.0), seed=seed)
+                     decorrelate=cfg.get("clapp_decorrelate", 0.0),
+                     block_lr=cfg.get("clapp_block_lr", [1.0]), seed=seed)
     raise ValueError(arm)
+
+
+def holdout_split(data, n_holdout: int, n_train: int = 0, n_eval: int = 0, seed: int = 0):
+    """The protocol's held-out split: a copy of ``data`` (a ``data_prep.Prepared``) whose *test* set
+    is ``n_holdout`` training images drawn at random (Generator seeded with ``[seed, 7]``; the
+    stored training splits may be sorted by class, so never "the last N") and whose training set is
+    the other training images in their original order (a random subset of ``n_train`` of them if
+    ``n_train`` > 0).  ``n_eval`` > 0 keeps a random subset of the held-out images.  The real test
+    set is dropped.  The per-channel normalisation stays the one of the whole training split
+    (6 numbers, no labels)."""
+    import dataclasses
+
+    from bioplausible.errors import UserError
+
+    n = len(data.x_train)
+    if not 0 < n_holdout < n:
+        raise UserError(f"holdout must be between 1 and {n - 1} (the training split has {n} "
+                        f"images), got {n_holdout}")
+    rng = np.random.default_rng([seed, 7])
+    held = np.zeros(n, bool)
+    held[rng.choice(n, n_holdout, replace=False)] = True
+    xtr, ytr = data.x_train[~held], data.y_train[~held]
+    xev, yev = data.x_train[held], data.y_train[held]
+    if n_train and n_train < len(xtr):
+        idx = np.sort(rng.choice(len(xtr), n_train, replace=False))
+        xtr, ytr = xtr[idx], ytr[idx]
+    if n_eval and n_eval < len(xev):
+        idx = np.sort(rng.choice(len(xev), n_eval, replace=False))
+        xev, yev = xev[idx], yev[idx]
+    return dataclasses.replace(data, x_train=xtr, y_train=ytr, x_test=xev, y_test=yev,
+                               source=f"{data.source} [held-out evaluation: {n_holdout} random "
+                                      f"training images]")
+
+
+def last_block_eval(enc, data, seed: int) -> dict:
+    """The protocol's evaluation of the last block only (2x2 and GAP probes, 10 and 100 labels per
+    class, kNN) plus every block's health: the same numbers ``protocol_eval`` gives for that block
+    (same probes, same random draws), without the cost of the lower blocks' probes."""
+    from bioplausible.evaluate import representation_report
+    from bioplausible.protocol import evaluate_features, extract
+
+    rng = np.random.default_rng([seed, 11])     # as protocol_eval: same few-label draws
+    ptr, ctr = extract(enc, data.x_train)
+    pte, cte = extract(enc, data.x_test)
+    b = f"b{len(enc.blocks)}"
+    out = evaluate_features(ptr[-1], data.y_train, pte[-1], data.y_test, prefix=f"probe2x2_{b}",
+                            few=True, rng=rng)
+    out.update(evaluate_features(ctr[-1], data.y_train, cte[-1], data.y_test, prefix=f"probe_gap_{b}",
+                                 knn=True))
+    for l, c in enumerate(cte):
+        rep = representation_report(c)
+        out[f"eff_rank_b{l + 1}"] = float(rep["effective_rank"])
+        out[f"dead_b{l + 1}"] = float(rep["dead_fraction"])
+        out[f"collapse_std_b{l + 1}"] = float(rep["collapse_std"])
+    return out
 
 
 def hebbian_init(enc, data, cfg: dict, seed: int):
     """Train ``enc`` block by block with SoftHebb on whitened patches (the condition under which the
     Hebbian conv3 beats random init on every probe: ``hebbian_classifier.py``, part ``cifar``, with
-    its defaults), on the first ``hebb_images`` training images, without labels."""
+    its defaults), on ``hebb_images`` training images, without labels: the first ones
+    (``hebb_pick=first``; CIFAR-10's stored training split is sorted by class, so the first 10,000
+    are airplanes and cars only) or a random draw over the whole split in random order
+    (``hebb_pick=random``, a permutation from a Generator seeded with ``[seed, 17]``: the rule's
+    single pass and its whitening statistics, taken on the first images it gets, see every class)."""
     from bioplausible.experiment import load_experiment
 
     hc = load_experiment("hebbian_classifier")
     hcfg = dict(hc.DEFAULTS, seed=seed, progress=False)
-    hc.train_conv3_hebbian(enc, data.x_train[:cfg["hebb_images"]], hcfg)
+    n = min(cfg["hebb_images"], len(data.x_train))
+    if cfg.get("hebb_pick", "random") == "random":
+        x = data.x_train[np.random.default_rng([seed, 17]).permutation(len(data.x_train))[:n]]
+    else:
+        x = data.x_train[:n]
+    hc.train_conv3_hebbian(enc, x, hcfg)
     return enc
 
 
@@ -143,12 +226,17 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
                            progress=cfg["progress"], max_batches=cfg["max_batches"] or None)
                 row.update(samples_per_s=last["samples_per_s"], peak_mem_mb=last["peak_mem_mb"],
                            train_min=(time.perf_counter() - t0) / 60)
-            res = protocol_eval(enc, data, seed=seed, quick=cfg["final_eval"] == "quick",
-                                quick_train=len(data.x_train))
+            if cfg["final_eval"] == "last":
+                res = last_block_eval(enc, data, seed)
+            else:
+                res = protocol_eval(enc, data, seed=seed, quick=cfg["final_eval"] == "quick",
+                                    quick_train=len(data.x_train))
             row.update(res)
         for k in ("samples_per_s", "peak_mem_mb", "train_min"):
             if k in row:
                 res[k] = row[k]
+        if cfg.get("holdout"):
+            res["holdout"] = row["holdout"] = float(cfg["holdout"])
         for k, v in res.items():
             run.save_result(k, float(v))
         run.save_result("done", 1.0)
@@ -173,11 +261,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-def write_markdown(table: list[dict], path: Path, n_blocks: int):
+def write_markdown(table: list[dict], path: Path, n_blocks: int, title: str = ""):
     cols = ["arm", "seeds"] + [k.format(b) for b in range(1, n_blocks + 1) for k in BLOCK_KEYS] + \
         ["few10_b3", "few100_b3", "knn_b3", "samples_per_s", "peak_mem_mb"]
     cols = [c.replace("b3", f"b{n_blocks}") for c in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ([title, ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for t in table:
         cells = []
         for c in cols:
@@ -202,7 +290,19 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
     from bioplausible.plots import bars, learning_curves
 
     arms = [a for a in cfg["arms"] if a] or (QUICK_ARMS if cfg["preset"] == "quick" else FULL_ARMS)
-    data = prepare(cfg["dataset"], n_train=cfg["n_train"], n_test=cfg["n_test"], seed=0)
+    holdout = cfg.get("holdout", 0)
+    if holdout:
+        full = prepare(cfg["dataset"], seed=0)
+        n_all = len(full.x_train)
+        data = holdout_split(full, holdout, cfg["n_train"], cfg["n_test"])
+        del full
+        where = (f"HELD-OUT evaluation (not the test set): trained and probes fitted on "
+                 f"{len(data.x_train)} of {n_all - holdout} training images, accuracies on "
+                 f"{len(data.x_test)} of {holdout} held-out training images (a fixed random draw)")
+        print(where)
+    else:
+        data = prepare(cfg["dataset"], n_train=cfg["n_train"], n_test=cfg["n_test"], seed=0)
+        where = ""
     rows = []
     for seed in cfg["seeds"]:
         for arm in arms:
@@ -211,7 +311,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
                 f"{k} {100 * rows[-1][k]:.1f}%" for k in SUMMARY_KEYS if k in rows[-1]))
     table = aggregate(rows)
     n_blocks = len(load_recipe(cfg["model"])[0]["block"])
-    md = write_markdown(table, out / "table.md", n_blocks)
+    md = write_markdown(table, out / "table.md", n_blocks, title=f"**{where}**" if where else "")
     keys = [k.format(b) for b in range(1, n_blocks + 1) for k in BLOCK_KEYS]
     bars([t for t in table if t["arm"] != "pixels"], keys, "arm", out / "probe_per_block.png",
          title=f"{cfg['dataset']}: linear probes per block")
@@ -224,10 +324,14 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
              ylabel="samples/s")
         bars(trained, ["peak_mem_mb"], "arm", out / "memory.png", title="peak memory (MB)",
              ylabel="MB")
+    if where:
+        print(where)
     print(f"table: {md}\nfigures: {out}/probe_per_block.png, learning_curves.png, speed.png, memory.png")
     short = []
     for t in table:
         r = {"arm": t["arm"], "seeds": t["seeds"]}
+        if holdout:
+            r["eval"] = f"held-out {len(data.x_test)}"
         for k in SUMMARY_KEYS + ["samples_per_s"]:
             k2 = k.replace("b3", f"b{n_blocks}")
             if k2 in t:

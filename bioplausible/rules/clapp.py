@@ -49,6 +49,10 @@ Silent modulator, no work: an input whose hinges are all inactive (as target and
 inputs are plastic, the update reads only the plastic inputs' pre-synaptic rows (same result; the
 fraction is logged as ``plastic_b<l>``).
 
+Per-block learning rates (``block_lr``): block l learns with η_l = s_l · η; s_l = 0 freezes it (it
+still encodes for the blocks above; its hinge is not evaluated), e.g. ``block_lr=[0, 0, 1]`` trains
+only the top block on two pre-trained (e.g. Hebbian) lower blocks.
+
 Positives (``positives=``): ``views`` -- two augmented views of each image (context = view 1,
 target = view 2); ``grid`` -- CPC-style patch grid: overlapping patches (``patch`` pixels, stride
 ``patch_stride``) encoded separately, the patch ``k`` rows below is predicted from each context patch.
@@ -254,7 +258,14 @@ class CLAPP(Rule):
                  lr: float = 3e-4, optimizer: str = "adam", weight_decay: float = 0.0,
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
-                 decorrelate: float = 0.0, sparse_below: float = 0.8, seed: int = 0):
+                 decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
+                 seed: int = 0):
+        """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
+        weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
+        block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
+        for the blocks above, but its hinge is not evaluated and none of its synapses change
+        (e.g. ``block_lr=[0, 0, 1]`` keeps two pre-trained lower blocks and trains only the top
+        one).  Each block's rule stays local; only how fast it learns differs."""
         super().__init__()
         if not 0.0 <= sparse_below <= 1.0:
             raise UserError(f"sparse_below must be in [0, 1], got {sparse_below}")
@@ -277,6 +288,16 @@ class CLAPP(Rule):
             self.patch = patch or size // 2
             self.patch_stride = patch_stride or self.patch // 2
         self.parts = [_BlockParts(b, i) for i, b in enumerate(encoder.blocks)]
+        n_blocks = len(self.parts)
+        scales = [1.0] if block_lr is None else [float(v) for v in np.atleast_1d(block_lr)]
+        if len(scales) == 1:
+            scales = scales * n_blocks
+        if len(scales) != n_blocks or any(not np.isfinite(v) or v < 0 for v in scales):
+            raise UserError(f"block_lr needs one value or one per block ({n_blocks}), each >= 0; "
+                            f"got {block_lr}")
+        if not any(scales):
+            raise UserError("block_lr is 0 for every block: nothing would learn")
+        self.block_lr = scales
         rng = np.random.default_rng([seed, 8])
         self.preds = []
         for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
@@ -285,8 +306,8 @@ class CLAPP(Rule):
                 mats["w_retro"] = (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
             self.preds.append(mats)
             self.modules[f"pred{i}"] = [mats]
-            self.optimizers[f"block{i}"] = make_optimizer(b.params + [mats], optimizer, lr,
-                                                          weight_decay)
+            self.optimizers[f"block{i}"] = make_optimizer(b.params + [mats], optimizer,
+                                                          lr * scales[i], weight_decay)
 
     # -- which inputs, which pairs ----------------------------------------------------------
     def make_inputs(self, x: np.ndarray, rng: np.random.Generator):
@@ -343,6 +364,9 @@ class CLAPP(Rule):
         metrics, h = {}, X
         for i, part in enumerate(self.parts):
             out, r, wcache = part.forward(h)
+            if self.block_lr[i] == 0:     # frozen block: encodes for the blocks above, learns nothing
+                h = out
+                continue
             Z = Block.code(out)
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
@@ -362,6 +386,6 @@ class CLAPP(Rule):
             metrics[f"acc_b{i + 1}"] = float(np.mean((u > 0) == (y > 0)))
             metrics[f"plastic_b{i + 1}"] = len(plastic) / max(1, len(Z))
             h = out       # the next block sees this block's output; nothing flows back
-        L = len(self.parts)
+        L = max(i + 1 for i, s in enumerate(self.block_lr) if s > 0)     # the top learning block
         metrics["loss"] = metrics[f"loss_b{L}"]
         return metrics

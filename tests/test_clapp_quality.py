@@ -1,0 +1,165 @@
+"""Options used to tune the all-local pipeline (SoftHebb init, then CLAPP) on a held-out split:
+``local_vs_global``'s ``holdout`` and ``final_eval=last``, and CLAPP's per-block learning rate
+``block_lr``."""
+import numpy as np
+import pytest
+
+from bioplausible import encoders
+from bioplausible.errors import UserError
+from bioplausible.rules.clapp import CLAPP
+
+
+def _lvg():
+    from bioplausible.experiment import load_experiment
+
+    return load_experiment("local_vs_global")
+
+
+def _synthetic_prepared(n_train=100, n_test=30):
+    """A synthetic ``Prepared`` whose images carry their own index (pixel value) and split."""
+    from bioplausible.data_prep import Prepared
+
+    xtr = np.broadcast_to(np.arange(n_train, dtype=np.float32)[:, None, None, None],
+                          (n_train, 4, 4, 1)).copy()
+    xte = -1.0 - np.broadcast_to(np.arange(n_test, dtype=np.float32)[:, None, None, None],
+                                 (n_test, 4, 4, 1))
+    return Prepared("synthetic", xtr, np.arange(n_train) % 10, xte.copy(), np.arange(n_test) % 10,
+                    list(range(10)), np.zeros(1, np.float32), np.ones(1, np.float32))
+
+
+def test_holdout_split_draws_held_out_training_images_and_never_the_test_set():
+    mod = _lvg()
+    data = _synthetic_prepared()
+    d = mod.holdout_split(data, 20)
+    idx_tr, idx_ev = d.x_train[:, 0, 0, 0].astype(int), d.x_test[:, 0, 0, 0].astype(int)
+    assert len(idx_tr) == 80 and len(idx_ev) == 20 and np.all(np.diff(idx_tr) > 0)
+    assert set(idx_tr) | set(idx_ev) == set(range(100)) and not set(idx_tr) & set(idx_ev)
+    assert not np.array_equal(idx_ev, np.arange(80, 100))        # a random draw, not the last 20
+    np.testing.assert_array_equal(d.y_test, data.y_train[idx_ev])
+    np.testing.assert_array_equal(d.y_train, data.y_train[idx_tr])
+    assert np.all(d.x_test >= 0)                                  # no test image (those are < 0)
+    assert "held-out" in d.source
+    again = mod.holdout_split(data, 20)                           # a fixed draw
+    np.testing.assert_array_equal(again.x_test, d.x_test)
+    # subsets: n_train of the 80, n_eval of the 20 held out, still disjoint
+    s = mod.holdout_split(data, 20, n_train=30, n_eval=5)
+    tr, ev = s.x_train[:, 0, 0, 0].astype(int), s.x_test[:, 0, 0, 0].astype(int)
+    assert len(set(tr)) == 30 and len(set(ev)) == 5
+    assert set(tr) <= set(idx_tr) and set(ev) <= set(idx_ev)
+    for bad in (0, 100, 250):
+        with pytest.raises(UserError, match="holdout"):
+            mod.holdout_split(data, bad)
+
+
+def test_hebbian_init_sees_every_class_with_hebb_pick_random(monkeypatch):
+    """``hebb_pick=first`` passes the first images (one class when the split is sorted by class),
+    ``random`` a seeded random draw in random order (every class)."""
+    from bioplausible.experiment import load_experiment
+
+    mod, hc = _lvg(), load_experiment("hebbian_classifier")
+    seen = {}
+    monkeypatch.setattr(hc, "train_conv3_hebbian", lambda enc, x, cfg: seen.update(x=x.copy()))
+    monkeypatch.setattr("bioplausible.experiment.load_experiment", lambda name: hc)
+    data = _synthetic_prepared()
+    data.y_train = np.repeat(np.arange(10), 10)        # image i has class i // 10: sorted by class
+    mod.hebbian_init(None, data, {"hebb_images": 20, "hebb_pick": "first"}, seed=0)
+    idx = seen["x"][:, 0, 0, 0].astype(int)
+    np.testing.assert_array_equal(idx, np.arange(20))            # classes 0 and 1 only
+    mod.hebbian_init(None, data, {"hebb_images": 20, "hebb_pick": "random"}, seed=0)
+    idx = seen["x"][:, 0, 0, 0].astype(int)
+    assert len(set(idx)) == 20 and len(set(data.y_train[idx])) >= 8
+    assert not np.all(np.diff(idx) > 0)                          # random order, not sorted
+
+
+def test_holdout_run_reports_on_held_out_training_images(tmp_path):
+    """End to end on a real CIFAR-10 subset (smoke sizes): the table says it is a held-out
+    evaluation, the run files record it, and ``final_eval=last`` gives block 3's few-label probes."""
+    from conftest import have_dataset
+    from bioplausible.experiment import run_experiment
+    from bioplausible.store import read_run
+
+    if not have_dataset("cifar10"):
+        pytest.skip("CIFAR-10 not found (see data/README.md)")
+    rows = run_experiment(_lvg(), sets=["holdout=2000", "arms=random,clapp", "final_eval=last",
+                                        "n_test=300", "clapp_block_lr=0,1,1"],
+                          out=tmp_path, smoke=True, progress=False)
+    assert [r["arm"] for r in rows] == ["random", "clapp"]
+    assert all(r["eval"] == "held-out 300" for r in rows)
+    first = (tmp_path / "table.md").read_text().splitlines()[0]
+    assert "HELD-OUT" in first and "not the test set" in first and "512 of 48000" in first
+    info = read_run(tmp_path / "clapp-cifar10-conv3-s0.h5")
+    assert info["config"]["holdout"] == 2000 and info["results"]["holdout"] == 2000
+    assert list(info["config"]["clapp_block_lr"]) == [0.0, 1.0, 1.0]
+    res = info["results"]
+    assert {"probe2x2_b3", "probe_gap_b3", "knn_b3", "few10_b3", "eff_rank_b1"} <= set(res)
+    assert "probe_gap_b1" not in res                        # last block only
+    assert 0.0 < res["probe2x2_b3"] <= 1.0
+
+
+def test_final_eval_last_equals_the_full_protocol_on_the_last_block():
+    """``last_block_eval`` gives exactly the full protocol's numbers for block 3 (synthetic data,
+    random-init conv3, labels unrelated to the images: the probes converge fast)."""
+    from bioplausible.data_prep import Prepared
+    from bioplausible.protocol import protocol_eval
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, 8, 8, 3)).astype(np.float32)        # synthetic images
+    y = np.tile(np.arange(10), 50)                                     # 40 per class for training
+    data = Prepared("synthetic", x[:400], y[:400], x[400:], y[400:], list(range(10)),
+                    np.zeros(3, np.float32), np.ones(3, np.float32))
+    enc = encoders.build("conv3", (8, 8, 3), seed=0)
+    full = protocol_eval(enc, data, seed=4)
+    last = _lvg().last_block_eval(enc, data, seed=4)
+    keys = [k for k in full if k.endswith("_b3") or k.endswith("_b3_sd") or k.startswith("eff_rank")]
+    assert "few10_b3" in keys and "knn_b3" in keys and np.isfinite(full["few10_b3"])
+    for k in keys:       # few100_b3: nan in both (fewer than 100 labels per class)
+        assert last[k] == pytest.approx(full[k], rel=1e-6, abs=1e-9, nan_ok=True), k
+
+
+def _step_params(block_lr, lr=1e-2):
+    from bioplausible import views
+
+    x = np.random.default_rng(5).standard_normal((16, 12, 12, 1)).astype(np.float32)  # synthetic
+    enc = encoders.build("conv3", (12, 12, 1), seed=0)
+    rule = CLAPP(enc, views.preset("fashion_mnist"), positives="views", lr=lr, block_lr=block_lr,
+                 seed=0)
+    before = [[p[k].copy() for p in b.params for k in sorted(p)] for b in enc.blocks]
+    preds = [{k: v.copy() for k, v in P.items()} for P in rule.preds]
+    m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
+    after = [[p[k].copy() for p in b.params for k in sorted(p)] for b in enc.blocks]
+    dpred = [{k: rule.preds[i][k] - v for k, v in P.items()} for i, P in enumerate(preds)]
+    return [[a - b for a, b in zip(A, B)] for A, B in zip(after, before)], dpred, m
+
+
+def test_block_lr_scales_each_block_and_zero_freezes_it():
+    """One Adam step: block l moves by s_l times the step it makes with s_l = 1 (Adam's first step
+    is linear in the learning rate), a block with s_l = 0 (weights, W_pred, W_retro) does not move
+    and logs no hinge, and the blocks above it still learn from its output."""
+    ref, ref_pred, _ = _step_params(None)
+    got, got_pred, m = _step_params([0.0, 0.5, 1.0])
+    for d in got[0]:
+        assert not np.any(d)
+    assert not any(np.any(v) for v in got_pred[0].values())
+    assert "loss_b1" not in m and "loss_b2" in m and m["loss"] == m["loss_b3"]
+    for scale, b in ((0.5, 1), (1.0, 2)):
+        assert any(np.any(d) for d in got[b])
+        for d_got, d_ref in zip(got[b], ref[b]):
+            np.testing.assert_allclose(d_got, scale * d_ref, rtol=1e-4, atol=1e-9)
+        for k in ref_pred[b]:
+            np.testing.assert_allclose(got_pred[b][k], scale * ref_pred[b][k], rtol=1e-4, atol=1e-9)
+    # one value applies to every block; the top frozen block: "loss" is the top learning block's
+    same, _, _ = _step_params([0.5])
+    for b in range(3):
+        for d_got, d_ref in zip(same[b], ref[b]):
+            np.testing.assert_allclose(d_got, 0.5 * d_ref, rtol=1e-4, atol=1e-9)
+    _, _, m2 = _step_params([1.0, 1.0, 0.0])
+    assert "loss_b3" not in m2 and m2["loss"] == m2["loss_b2"]
+
+
+@pytest.mark.parametrize("bad", [[1.0, 1.0], [-1.0], [0.0, 0.0, 0.0], [float("nan")]])
+def test_block_lr_rejects_bad_values(bad):
+    from bioplausible import views
+
+    enc = encoders.build("conv3", (12, 12, 1), seed=0)
+    with pytest.raises(UserError, match="block_lr"):
+        CLAPP(enc, views.preset("fashion_mnist"), block_lr=bad)
