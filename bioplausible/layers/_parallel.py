@@ -128,8 +128,9 @@ class DataParallel:
         return plan(n, work)
 
     def _blocks_for(self, blocks: list, k: int) -> list:
-        key = tuple(id(layer) for b in blocks for layer in b.layers)
-        if key != self._key:
+        key = [layer for b in blocks for layer in b.layers]    # the layers themselves, not ids:
+        if (self._key is None or len(key) != len(self._key)      # a freed layer's id can be reused
+                or any(a is not b for a, b in zip(key, self._key))):
             self._key, self._replicas = key, []
         while len(self._replicas) < k - 1:
             self._replicas.append(replicate(blocks))
