@@ -48,8 +48,14 @@ def fusable(layers: list) -> bool:
             and sh >= kh and sw >= kw)
 
 
-def _images_per_block(rows: int, c_out: int, itemsize: int) -> int:
-    return int(max(1, BLOCK_BYTES // max(1, rows * c_out * itemsize)))
+def _work_plan(conv, n: int, rows: int, ld: int, c_out: int, dtype):
+    """Slices of the batch (one per core), images per block, and per slice the two block buffers
+    (im2col rows (block*rows, ld) and pre-pool activity or its gradient (block*rows, c_out))."""
+    parts = plan(n, n * rows * c_out)
+    block = int(max(1, BLOCK_BYTES // max(1, rows * c_out * np.dtype(dtype).itemsize)))
+    bufs = [(conv._get((min(block, max(1, b1 - b0)) * rows, ld), dtype),
+             conv._get((min(block, max(1, b1 - b0)) * rows, c_out), dtype)) for b0, b1 in parts]
+    return parts, block, bufs
 
 
 def forward(conv, pool, x):
@@ -70,10 +76,7 @@ def forward(conv, pool, x):
     y = pool._get(y_shape, x.dtype)
     arg = pool._get(y_shape, np.int32)
     w_aug = conv._w_aug()
-    parts = plan(n, n * rows * conv.c_out)
-    block = _images_per_block(rows, conv.c_out, x.dtype.itemsize)
-    bufs = [(conv._get((min(block, max(1, b1 - b0)) * rows, ld), x.dtype),
-             conv._get((min(block, max(1, b1 - b0)) * rows, conv.c_out), x.dtype)) for b0, b1 in parts]
+    parts, block, bufs = _work_plan(conv, n, rows, ld, conv.c_out, x.dtype)
     relu = pool._relu
 
     def part(i, b0, b1):
@@ -105,10 +108,7 @@ def weight_grads(conv, pool, caches, dy) -> list:
     rows = a_shape[1] * a_shape[2]
     c_out = a_shape[3]
     ld = ccache.k_in + int(bias)
-    parts = plan(n, n * rows * c_out)
-    block = _images_per_block(rows, c_out, dy.dtype.itemsize)
-    bufs = [(conv._get((min(block, max(1, b1 - b0)) * rows, ld), dy.dtype),
-             conv._get((min(block, max(1, b1 - b0)) * rows, c_out), dy.dtype)) for b0, b1 in parts]
+    parts, block, bufs = _work_plan(conv, n, rows, ld, c_out, dy.dtype)
     relu = pool._relu
 
     def part(i, b0, b1):

@@ -154,10 +154,8 @@ class _BlockParts:
                 post = MaxPoolCache(np.take(post.arg, rows, axis=0), np.take(post.y, rows, axis=0),
                                     (len(rows),) + tuple(post.x_shape[1:]))
                 dh = np.take(dh, rows, axis=0)
-            g = fused.weight_grads(self.weights, self.pool_layer, [wcache, post], dh)[0]
-            grads = [{} for _ in self.layers]
-            grads[self.layers.index(self.weights)] = g
-            return grads
+            return self._layer_grads(fused.weight_grads(self.weights, self.pool_layer,
+                                                        [wcache, post], dh)[0])
         rows = np.asarray(rows) if subset else np.arange(len(dh))
         if self.fused:
             delta = self._buffers.get((len(rows),) + tuple(post.x_shape[1:]), post.y.dtype)
@@ -176,7 +174,10 @@ class _BlockParts:
         if not self.fused:
             delta = delta.reshape((len(rows),) + post.shape[1:])     # dense: (n, 1, 1, D) -> (n, D)
         cache = wcache.take(rows) if subset else wcache    # ConvCache / DenseCache
-        g = self.weights.weight_grads(cache, delta)
+        return self._layer_grads(self.weights.weight_grads(cache, delta))
+
+    def _layer_grads(self, g: dict) -> list:
+        """One gradient dict per layer of the block: ``g`` for the weights, ``{}`` for the others."""
         grads = [{} for _ in self.layers]
         grads[self.layers.index(self.weights)] = g
         return grads
