@@ -58,11 +58,15 @@ DEFAULTS = {
     "clapp_code_norm": False,   # hinge on batch-standardised codes (fixed statistics)
     "clapp_decorrelate": 0.0,   # lateral decorrelation strength ν (0 = off)
     "clapp_block_lr": [1.0],    # per-block factor on clapp_lr (one value = every block; 0 freezes a block)
+    "clapp_pred_scale": 0.1,    # initial W_pred / W_retro entries ~ N(0, (pred_scale)^2 / D)
+    "clapp_weight_decay": 0.0,  # L2 on the local arms' weights (Adam, added to the update)
     "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
     "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
     "hebb_pick": "random",      # which: random (a seeded draw over all classes) | first (the first
                                 # hebb_images of the training split -- sorted by class for CIFAR-10;
                                 # what session 4's numbers used)
+    "hebb_t": [100.0],          # SoftHebb inverse temperature (one value or one per block)
+    "hebb_lr_decay": "none",    # SoftHebb rate over its pass: none (constant) | linear (to 0)
     "temperature": 0.2,
     "n_train": 0,
     "n_test": 0,
@@ -78,7 +82,8 @@ SMOKE = {"n_train": 512, "n_test": 256, "epochs": 1, "max_batches": 2, "batch_si
 CHOICES = {"dataset": ["cifar10", "fashion_mnist", "mnist"], "preset": ["quick", "full"],
            "arms": [""] + ALL_ARMS, "clapp_positives": ["views", "grid"],
            "final_eval": ["full", "quick", "last"],
-           "hebb_pick": ["first", "random"], "init": ["random", "softhebb"]}
+           "hebb_pick": ["first", "random"], "init": ["random", "softhebb"],
+           "hebb_lr_decay": ["none", "linear"]}
 
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
@@ -102,7 +107,9 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
         return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"], lr=cfg["clapp_lr"],
                      negatives=cfg["clapp_negatives"], code_norm=cfg.get("clapp_code_norm", False),
                      decorrelate=cfg.get("clapp_decorrelate", 0.0),
-                     block_lr=cfg.get("clapp_block_lr", [1.0]), seed=seed)
+                     block_lr=cfg.get("clapp_block_lr", [1.0]),
+                     pred_scale=cfg.get("clapp_pred_scale", 0.1),
+                     weight_decay=cfg.get("clapp_weight_decay", 0.0), seed=seed)
     raise ValueError(arm)
 
 
@@ -172,7 +179,8 @@ def hebbian_init(enc, data, cfg: dict, seed: int):
     from bioplausible.experiment import load_experiment
 
     hc = load_experiment("hebbian_classifier")
-    hcfg = dict(hc.DEFAULTS, seed=seed, progress=False)
+    hcfg = dict(hc.DEFAULTS, seed=seed, progress=False, conv_t=cfg.get("hebb_t", [100.0]),
+                conv_lr_decay=cfg.get("hebb_lr_decay", "none"))
     n = min(cfg["hebb_images"], len(data.x_train))
     if cfg.get("hebb_pick", "random") == "random":
         x = data.x_train[np.random.default_rng([seed, 17]).permutation(len(data.x_train))[:n]]

@@ -163,3 +163,41 @@ def test_block_lr_rejects_bad_values(bad):
     enc = encoders.build("conv3", (12, 12, 1), seed=0)
     with pytest.raises(UserError, match="block_lr"):
         CLAPP(enc, views.preset("fashion_mnist"), block_lr=bad)
+
+
+def test_hebbian_init_passes_softhebb_temperature_and_rate_decay(monkeypatch):
+    """``hebb_t`` and ``hebb_lr_decay`` reach the SoftHebb stage as ``conv_t`` / ``conv_lr_decay``
+    (defaults: hebbian_classifier's own t = 100, constant rate)."""
+    from bioplausible.experiment import load_experiment
+
+    mod, hc = _lvg(), load_experiment("hebbian_classifier")
+    seen = {}
+    monkeypatch.setattr(hc, "train_conv3_hebbian", lambda enc, x, cfg: seen.update(cfg=cfg))
+    monkeypatch.setattr("bioplausible.experiment.load_experiment", lambda name: hc)
+    data = _synthetic_prepared()
+    mod.hebbian_init(None, data, {"hebb_images": 20}, seed=0)
+    assert seen["cfg"]["conv_t"] == hc.DEFAULTS["conv_t"] == [100.0]
+    assert seen["cfg"]["conv_lr_decay"] == hc.DEFAULTS["conv_lr_decay"] == "none"
+    mod.hebbian_init(None, data, {"hebb_images": 20, "hebb_t": [50.0, 100.0, 200.0],
+                                  "hebb_lr_decay": "linear"}, seed=0)
+    assert seen["cfg"]["conv_t"] == [50.0, 100.0, 200.0]
+    assert seen["cfg"]["conv_lr_decay"] == "linear"
+
+
+def test_clapp_arm_takes_pred_scale_and_weight_decay():
+    """``clapp_pred_scale`` sets the spread of the initial W_pred / W_retro, ``clapp_weight_decay``
+    reaches every block's optimiser."""
+    from types import SimpleNamespace
+
+    mod = _lvg()
+    data = SimpleNamespace(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32))
+    cfg = dict(mod.DEFAULTS, clapp_positives="views")
+    stds = {}
+    for ps in (0.1, 1.0):
+        enc = encoders.build("conv3", (32, 32, 3), seed=0)
+        rule = mod.make_rule("clapp", enc, data, dict(cfg, clapp_pred_scale=ps,
+                                                      clapp_weight_decay=1e-3), seed=0)
+        w = rule.preds[2]["w_pred"]
+        stds[ps] = float(w.std() * np.sqrt(w.shape[0]))
+        assert all(o.weight_decay == 1e-3 for o in rule.optimizers.values())
+    assert stds[0.1] == pytest.approx(0.1, rel=0.05) and stds[1.0] == pytest.approx(1.0, rel=0.05)
