@@ -122,6 +122,37 @@ def test_relu_maxpool_layer_zero_input():
 
 
 # ------------------------------------------------------------------- batch-parallel layer work
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("cfg", LAYER_CASES)
+def test_conv_weight_grads_rows_equals_take(cfg, split, rng, monkeypatch):
+    """The gathered, chunked subset gradient equals the gradient of the copied subset (float64),
+    for unsorted and repeated rows, every chunk size, split over cores or not, and no rows."""
+    from bioplausible.layers import _parallel
+
+    c_in, c_out, k, s, p, (n, h, w), bias = cfg
+    if split:
+        monkeypatch.setattr(_parallel, "MIN_SPLIT", 0)
+        monkeypatch.setattr(_parallel, "n_workers", lambda: 3)
+    for max_k, chunk_bytes in ((lconv.RECOMPUTE_MAX_K, 1 << 20), (0, 1 << 20), (0, 1)):
+        monkeypatch.setattr(lconv, "RECOMPUTE_MAX_K", max_k)
+        monkeypatch.setattr(lconv, "_CHUNK_BYTES", chunk_bytes)     # 1 byte: one image per chunk
+        conv = Conv2d(c_in, c_out, k, stride=s, padding=p, bias=bias, rng=np.random.default_rng(0))
+        conv.params["w"] = conv.params["w"].astype(np.float64)
+        if bias:
+            conv.params["b"] = conv.params["b"].astype(np.float64)
+        x = rng.standard_normal((n + 4, h, w, c_in))
+        y, cache = conv.forward(x)
+        for rows in (np.array([n + 3, 0, 2, 2]), np.arange(n + 4), np.array([], np.int64)):
+            delta = rng.standard_normal((len(rows),) + y.shape[1:])
+            want = (conv.weight_grads(cache.take(rows), delta) if len(rows) else
+                    {kk: np.zeros_like(v) for kk, v in conv.params.items()})
+            got = conv.weight_grads_rows(cache, delta, rows)
+            assert set(got) == set(want)
+            for kk in want:
+                assert got[kk].dtype == want[kk].dtype
+                np.testing.assert_allclose(got[kk], want[kk], rtol=1e-12, atol=1e-12)
+
+
 @pytest.fixture
 def force_split(monkeypatch):
     """Split every layer call, into 3 slices (more than this machine's cores: tasks queue)."""

@@ -132,6 +132,18 @@ im2col_serial, im2col_parallel = jit(_im2col), pjit(_im2col)
 col2im_serial, col2im_parallel = jit(_col2im), pjit(_col2im)
 
 
+@jit
+def take_images(src, idx, out):  # pragma: no cover - compiled
+    """``out[k] = src[idx[k]]`` for the images ``idx`` of a (N, rows, K) array (``np.take`` along
+    axis 0 into a given buffer, without holding the GIL, so cores gather their own slices)."""
+    for k in range(idx.shape[0]):
+        s = src[idx[k]]
+        o = out[k]
+        for r in range(s.shape[0]):
+            for c in range(s.shape[1]):
+                o[r, c] = s[r, c]
+
+
 def im2col_kernel(x, kh, kw, sh, sw, ph, pw, cols):
     """Unchecked entry point: the parallel kernel for large arrays, the serial one for small."""
     if cols.size >= PARALLEL_MIN:

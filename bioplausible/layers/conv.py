@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.conv import col2im_kernel, conv_out_size, im2col_kernel
+from ..kernels.conv import col2im_kernel, conv_out_size, im2col_kernel, take_images
 from ._blas import matmul
 from ._parallel import plan, run
 from ._util import ParamLayer, check_float, check_grad, pair, positive_int, require_rng, uniform_init
@@ -268,6 +268,40 @@ class Conv2d(ParamLayer, Layer):
         delta = check_grad(delta, cache.y_shape, cache.dtype, "Conv2d")
         parts = plan(cache.x_shape[0], self._work(cache, delta))
         return self._grads_from(cache, self._wgrad_all(cache, delta, parts), delta)
+
+    def weight_grads_rows(self, cache: ConvCache, delta: np.ndarray, rows) -> dict:
+        """:meth:`weight_grads` of the samples ``rows`` only (``delta`` holds their δ, in the order
+        of ``rows``), equal to ``weight_grads(cache.take(rows), delta)``.  For an im2col cache the
+        samples' receptive fields are gathered in cache-sized chunks and summed chunk by chunk, so
+        no copy of the selected im2col rows (most of the cache) is ever made."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if cache.has_x:                      # an x cache: the copy is the (small) input only
+            return self.weight_grads(cache.take(rows), delta)
+        y_shape = (len(rows),) + tuple(cache.y_shape[1:])
+        delta = check_grad(delta, y_shape, cache.dtype, "Conv2d")
+        if not len(rows):
+            return {k: np.zeros_like(v, dtype=delta.dtype) for k, v in self.params.items()}
+        n = cache.x_shape[0]
+        per = cache.cols.shape[0] // n if n else 0
+        ld = cache.cols.shape[1]
+        cols3 = cache.cols.reshape(n, per, ld)
+        d3 = delta.reshape(len(rows), per, self.c_out)
+        parts = plan(len(rows), len(rows) * per * ld)
+        chunk = int(max(1, _CHUNK_BYTES // max(1, per * ld * cache.dtype.itemsize)))
+        bufs = [self._get((min(chunk, max(1, b1 - b0)), per, ld), cache.dtype) for b0, b1 in parts]
+
+        def part(i, b0, b1):
+            g = np.zeros((ld, self.c_out), delta.dtype)
+            for c0 in range(b0, b1, chunk):
+                c1 = min(b1, c0 + chunk)
+                c = bufs[i][:c1 - c0]
+                take_images(cols3, rows[c0:c1], c)
+                g += matmul(c.reshape(-1, ld).T, d3[c0:c1].reshape(-1, self.c_out))
+            return g
+
+        g = run(parts, part)
+        del bufs  # back to the pool
+        return self._grads_from(cache, g, delta)
 
     def backward(self, cache: ConvCache, dy, need_dx: bool = True):
         dy = check_grad(dy, cache.y_shape, cache.dtype, "Conv2d")

@@ -65,7 +65,7 @@ from ..encoders import Block
 from ..errors import UserError
 from ..kernels.plasticity import pooled_post, scatter_scaled_rows, winner_post
 from ..layers._blas import one_blas_thread
-from ..layers._util import BufferPool
+from ..layers._util import BufferPool, PooledLayer
 from .base import Rule, make_optimizer
 
 VARIANTS = ("clapp", "clapp_s")
@@ -173,7 +173,9 @@ class _BlockParts:
         run(plan(len(rows), delta.size), part)
         if not self.fused:
             delta = delta.reshape((len(rows),) + post.shape[1:])     # dense: (n, 1, 1, D) -> (n, D)
-        cache = wcache.take(rows) if subset else wcache    # ConvCache / DenseCache
+        if subset and hasattr(self.weights, "weight_grads_rows"):   # conv: gathered chunk by chunk
+            return self._layer_grads(self.weights.weight_grads_rows(wcache, delta, rows))
+        cache = wcache.take(rows) if subset else wcache    # DenseCache (a copy of the rows' inputs)
         return self._layer_grads(self.weights.weight_grads(cache, delta))
 
     def _layer_grads(self, g: dict) -> list:
@@ -299,6 +301,17 @@ class CLAPP(Rule):
         if not any(scales):
             raise UserError("block_lr is 0 for every block: nothing would learn")
         self.block_lr = scales
+        # One buffer pool for every layer of the encoder and every block's δ.  The blocks learn one
+        # after another and each drops its caches before the next block runs, so block l + 1 works
+        # in block l's buffers: the peak is the largest block's working set, not the sum over blocks
+        # (no block keeps another block's activations).  Safe: a pooled buffer is handed out again
+        # only when nothing refers to it any more (BufferPool), and CLAPP runs one layer at a time.
+        self._pool = BufferPool(max_buffers=8 * n_blocks)
+        for part in self.parts:
+            part._buffers = self._pool
+            for layer in part.layers:
+                if isinstance(layer, PooledLayer):
+                    layer.__dict__["_pool"] = self._pool
         rng = np.random.default_rng([seed, 8])
         self.preds = []
         for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
@@ -367,6 +380,7 @@ class CLAPP(Rule):
             out, r, wcache = part.forward(h)
             if self.block_lr[i] == 0:     # frozen block: encodes for the blocks above, learns nothing
                 h = out
+                del r, wcache
                 continue
             Z = Block.code(out)
             P = self.preds[i]
@@ -387,6 +401,8 @@ class CLAPP(Rule):
             metrics[f"acc_b{i + 1}"] = float(np.mean((u > 0) == (y > 0)))
             metrics[f"plastic_b{i + 1}"] = len(plastic) / max(1, len(Z))
             h = out       # the next block sees this block's output; nothing flows back
+            # drop this block's caches and gradients: the next block reuses their buffers
+            del r, wcache, dh, grads, pg, dZ, Z
         L = max(i + 1 for i, s in enumerate(self.block_lr) if s > 0)     # the top learning block
         metrics["loss"] = metrics[f"loss_b{L}"]
         return metrics
