@@ -296,6 +296,22 @@ def write_markdown(table: list[dict], path: Path, n_blocks: int, title: str = ""
     return path
 
 
+def check_options(arms: list, data, cfg: dict) -> None:
+    """Bad CLAPP or SoftHebb options fail before any arm runs (not after the arms before them)."""
+    from bioplausible import encoders
+    from bioplausible.errors import UserError
+
+    for arm in arms:
+        if arm in ("clapp", "clapp_s"):
+            make_rule(arm, encoders.build(cfg["model"], data.in_shape, seed=0), data, cfg, 0)
+    if cfg["init"] == "softhebb" or "softhebb" in arms:
+        t = list(np.atleast_1d(cfg.get("hebb_t", [100.0])))
+        n_blocks = len(encoders.build(cfg["model"], data.in_shape, seed=0).blocks)
+        if len(t) not in (1, n_blocks) or not all(np.isfinite(v) and v > 0 for v in t):
+            raise UserError(f"hebb_t needs 1 or {n_blocks} positive values (SoftHebb's inverse "
+                            f"temperature, one per block), got {cfg.get('hebb_t')}")
+
+
 def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
     from bioplausible.data_prep import prepare
     from bioplausible.encoders import load_recipe
@@ -315,6 +331,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None) -> list[dict]:
     else:
         data = prepare(cfg["dataset"], n_train=cfg["n_train"], n_test=cfg["n_test"], seed=0)
         where = ""
+    check_options(arms, data, cfg)
     rows = []
     for seed in cfg["seeds"]:
         for arm in arms:

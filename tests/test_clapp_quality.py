@@ -201,3 +201,31 @@ def test_clapp_arm_takes_pred_scale_and_weight_decay():
         stds[ps] = float(w.std() * np.sqrt(w.shape[0]))
         assert all(o.weight_decay == 1e-3 for o in rule.optimizers.values())
     assert stds[0.1] == pytest.approx(0.1, rel=0.05) and stds[1.0] == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("key,bad", [("pred_scale", 0.0), ("pred_scale", -1.0), ("pred_scale", float("nan")),
+                                     ("weight_decay", -1e-3)])
+def test_clapp_rejects_bad_pred_scale_and_weight_decay(key, bad):
+    from bioplausible import views
+
+    enc = encoders.build("conv3", (32, 32, 3), seed=0)
+    with pytest.raises(UserError, match=key):
+        CLAPP(enc, views.preset("cifar10"), positives="views", **{key: bad})
+
+
+@pytest.mark.parametrize("sets,match", [({"clapp_weight_decay": -1.0}, "weight_decay"),
+                                        ({"clapp_pred_scale": 0.0}, "pred_scale"),
+                                        ({"init": "softhebb", "hebb_t": [100.0, 50.0]}, "hebb_t"),
+                                        ({"init": "softhebb", "hebb_t": [-1.0]}, "hebb_t")])
+def test_bad_clapp_and_hebbian_options_fail_before_any_arm_runs(sets, match, monkeypatch):
+    mod = _lvg()
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32), in_shape=(32, 32, 3))
+    ran = []
+    monkeypatch.setattr(mod, "run_arm", lambda *a, **k: ran.append(a))
+    cfg = dict(mod.DEFAULTS, arms=["random", "clapp"], clapp_positives="views", **sets)
+    with pytest.raises(UserError, match=match):
+        mod.check_options(["random", "clapp"], data, cfg)
+    mod.check_options(["random", "clapp"], data, dict(mod.DEFAULTS, clapp_positives="views"))
+    assert not ran

@@ -282,6 +282,11 @@ class CLAPP(Rule):
         self.code_norm, self.decorrelate = bool(code_norm), float(decorrelate)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
+        if not (np.isfinite(pred_scale) and pred_scale > 0):
+            raise UserError(f"pred_scale (the spread of the initial W_pred / W_retro) must be a "
+                            f"positive number, got {pred_scale}")
+        if not (np.isfinite(weight_decay) and weight_decay >= 0):
+            raise UserError(f"weight_decay must be >= 0, got {weight_decay}")
         self.name, self.variant, self.positives = variant, variant, positives
         self.view_cfg, self.negatives, self.k, self.norm = view_cfg, negatives, k, norm
         size = min(encoder.in_shape[:2]) if len(encoder.in_shape) == 3 else None
