@@ -60,8 +60,12 @@ def evaluate_features(ftr, ytr, fte, yte, *, prefix: str, knn: bool = False, few
 
 
 def protocol_eval(encoder, data, *, quick: bool = False, quick_train: int = 10000,
-                  seed: int = 0, l2: float = 1e-4, health: bool = True) -> dict:
-    """Run the protocol's evaluation of ``encoder`` on ``data`` (a ``data_prep.Prepared``)."""
+                  seed: int = 0, l2: float = 1e-4, health: bool = True,
+                  last_only: bool = False) -> dict:
+    """Run the protocol's evaluation of ``encoder`` on ``data`` (a ``data_prep.Prepared``).
+
+    ``last_only=True`` fits the last block's probes only, all of them (few-label included, on
+    every training image): the same numbers the full evaluation gives for that block, cheaper."""
     from .evaluate import representation_report
 
     rng = np.random.default_rng([seed, 11])
@@ -73,7 +77,7 @@ def protocol_eval(encoder, data, *, quick: bool = False, quick_train: int = 1000
     pte, cte = extract(encoder, data.x_test)
     L = len(encoder.blocks)
     out = {}
-    blocks = [L - 1] if quick else range(L)
+    blocks = [L - 1] if quick or last_only else range(L)
     for l in blocks:
         b = f"b{l + 1}"
         out.update(evaluate_features(ptr[l], ytr, pte[l], data.y_test, prefix=f"probe2x2_{b}",

@@ -149,29 +149,6 @@ def holdout_split(data, n_holdout: int, n_train: int = 0, n_eval: int = 0, seed:
                                       f"training images]")
 
 
-def last_block_eval(enc, data, seed: int) -> dict:
-    """The protocol's evaluation of the last block only (2x2 and GAP probes, 10 and 100 labels per
-    class, kNN) plus every block's health: the same numbers ``protocol_eval`` gives for that block
-    (same probes, same random draws), without the cost of the lower blocks' probes."""
-    from bioplausible.evaluate import representation_report
-    from bioplausible.protocol import evaluate_features, extract
-
-    rng = np.random.default_rng([seed, 11])     # as protocol_eval: same few-label draws
-    ptr, ctr = extract(enc, data.x_train)
-    pte, cte = extract(enc, data.x_test)
-    b = f"b{len(enc.blocks)}"
-    out = evaluate_features(ptr[-1], data.y_train, pte[-1], data.y_test, prefix=f"probe2x2_{b}",
-                            few=True, rng=rng)
-    out.update(evaluate_features(ctr[-1], data.y_train, cte[-1], data.y_test, prefix=f"probe_gap_{b}",
-                                 knn=True))
-    for l, c in enumerate(cte):
-        rep = representation_report(c)
-        out[f"eff_rank_b{l + 1}"] = float(rep["effective_rank"])
-        out[f"dead_b{l + 1}"] = float(rep["dead_fraction"])
-        out[f"collapse_std_b{l + 1}"] = float(rep["collapse_std"])
-    return out
-
-
 def hebbian_init(enc, data, cfg: dict, seed: int):
     """Train ``enc`` block by block with SoftHebb on whitened patches (the condition under which the
     Hebbian conv3 beats random init on every probe: ``hebbian_classifier.py``, part ``cifar``, with
@@ -183,8 +160,9 @@ def hebbian_init(enc, data, cfg: dict, seed: int):
     from bioplausible.experiment import load_experiment
 
     hc = load_experiment("hebbian_classifier")
-    hcfg = dict(hc.DEFAULTS, seed=seed, progress=False, conv_t=cfg.get("hebb_t", [100.0]),
-                conv_lr_decay=cfg.get("hebb_lr_decay", "none"))
+    hcfg = dict(hc.DEFAULTS, seed=seed, progress=False)
+    hcfg.update(conv_t=cfg.get("hebb_t", hcfg["conv_t"]),
+                conv_lr_decay=cfg.get("hebb_lr_decay", hcfg["conv_lr_decay"]))
     n = min(cfg["hebb_images"], len(data.x_train))
     if cfg.get("hebb_pick", "random") == "random":
         x = data.x_train[np.random.default_rng([seed, 17]).permutation(len(data.x_train))[:n]]
@@ -238,11 +216,8 @@ def run_arm(arm: str, seed: int, data, cfg: dict, out: Path, resume: Path | None
                            progress=cfg["progress"], max_batches=cfg["max_batches"] or None)
                 row.update(samples_per_s=last["samples_per_s"], peak_mem_mb=last["peak_mem_mb"],
                            train_min=(time.perf_counter() - t0) / 60)
-            if cfg["final_eval"] == "last":
-                res = last_block_eval(enc, data, seed)
-            else:
-                res = protocol_eval(enc, data, seed=seed, quick=cfg["final_eval"] == "quick",
-                                    quick_train=len(data.x_train))
+            res = protocol_eval(enc, data, seed=seed, quick=cfg["final_eval"] == "quick",
+                                quick_train=len(data.x_train), last_only=cfg["final_eval"] == "last")
             row.update(res)
         for k in ("samples_per_s", "peak_mem_mb", "train_min"):
             if k in row:
@@ -301,12 +276,13 @@ def check_options(arms: list, data, cfg: dict) -> None:
     from bioplausible import encoders
     from bioplausible.errors import UserError
 
+    enc = encoders.build(cfg["model"], data.in_shape, seed=0)
     for arm in arms:
         if arm in ("clapp", "clapp_s"):
-            make_rule(arm, encoders.build(cfg["model"], data.in_shape, seed=0), data, cfg, 0)
+            make_rule(arm, enc, data, cfg, 0)
     if cfg["init"] == "softhebb" or "softhebb" in arms:
-        t = list(np.atleast_1d(cfg.get("hebb_t", [100.0])))
-        n_blocks = len(encoders.build(cfg["model"], data.in_shape, seed=0).blocks)
+        t = list(np.atleast_1d(cfg["hebb_t"]))
+        n_blocks = len(enc.blocks)
         if len(t) not in (1, n_blocks) or not all(np.isfinite(v) and v > 0 for v in t):
             raise UserError(f"hebb_t needs 1 or {n_blocks} positive values (SoftHebb's inverse "
                             f"temperature, one per block), got {cfg.get('hebb_t')}")

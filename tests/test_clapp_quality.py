@@ -97,7 +97,7 @@ def test_holdout_run_reports_on_held_out_training_images(tmp_path):
 
 
 def test_final_eval_last_equals_the_full_protocol_on_the_last_block():
-    """``last_block_eval`` gives exactly the full protocol's numbers for block 3 (synthetic data,
+    """``protocol_eval(last_only=True)`` (``final_eval=last``) gives exactly the full protocol's numbers for block 3 (synthetic data,
     random-init conv3, labels unrelated to the images: the probes converge fast)."""
     from bioplausible.data_prep import Prepared
     from bioplausible.protocol import protocol_eval
@@ -109,7 +109,7 @@ def test_final_eval_last_equals_the_full_protocol_on_the_last_block():
                     np.zeros(3, np.float32), np.ones(3, np.float32))
     enc = encoders.build("conv3", (8, 8, 3), seed=0)
     full = protocol_eval(enc, data, seed=4)
-    last = _lvg().last_block_eval(enc, data, seed=4)
+    last = protocol_eval(enc, data, seed=4, last_only=True)
     keys = [k for k in full if k.endswith("_b3") or k.endswith("_b3_sd") or k.startswith("eff_rank")]
     assert "few10_b3" in keys and "knn_b3" in keys and np.isfinite(full["few10_b3"])
     for k in keys:       # few100_b3: nan in both (fewer than 100 labels per class)

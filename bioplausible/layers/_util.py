@@ -136,6 +136,11 @@ class PooledLayer:
             pool = self.__dict__["_pool"] = BufferPool()
         return pool.get(shape, dtype)
 
+    def use_pool(self, pool: "BufferPool"):
+        """Take work arrays from ``pool`` (e.g. one pool shared by layers that never run at the same
+        time, so that they reuse each other's buffers)."""
+        self.__dict__["_pool"] = pool
+
     def release_buffers(self):
         """Forget pooled work arrays (they are freed once callers drop their outputs/caches)."""
         self.__dict__.pop("_pool", None)

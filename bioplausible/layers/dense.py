@@ -78,6 +78,11 @@ class Dense(ParamLayer, Layer):
             grads["b"] = delta.sum(axis=0)
         return grads
 
+    def weight_grads_rows(self, cache: DenseCache, delta: np.ndarray, rows) -> dict:
+        """:meth:`weight_grads` of the samples ``rows`` only (``delta`` holds their δ, in that
+        order): the copy of their inputs is small for a dense layer."""
+        return self.weight_grads(cache.take(rows), delta)
+
     def backward(self, cache: DenseCache, dy, need_dx: bool = True):
         grads = self.weight_grads(cache, dy)
         dx = None

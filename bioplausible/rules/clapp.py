@@ -76,7 +76,7 @@ class _BlockParts:
     """A block seen as [flatten] -> weights (conv2d | dense) -> activation -> [max-pool], or as
     conv2d -> relu_maxpool2d (the fused, faster form of conv -> ReLU -> max-pool)."""
 
-    def __init__(self, block: Block, index: int):
+    def __init__(self, block: Block, index: int, buffers: BufferPool | None = None):
         from ..kernels.plasticity import ACTS
         from ..layers import Conv2d, Dense, Flatten, MaxPool2d, ReLUMaxPool2d
 
@@ -106,8 +106,15 @@ class _BlockParts:
         self.pool = self.pool_layer.size[0] if self.pool_layer is not None else 1
         self.layers = block.layers
         # δ has the shape of the pre-pool activity (tens of MB for block 1): a fresh array every
-        # step would cost more in page faults than the kernel that fills it, so it is pooled
-        self._buffers = BufferPool(max_buffers=1)
+        # step would cost more in page faults than the kernel that fills it, so it is pooled.  With
+        # ``buffers`` (CLAPP.__init__: one pool for every block), δ and the block's layers use it.
+        if buffers is None:
+            self._buffers = BufferPool(max_buffers=1)
+        else:
+            self._buffers = buffers
+            for layer in self.layers:
+                if isinstance(layer, PooledLayer):
+                    layer.use_pool(buffers)
 
     def _streamed(self) -> bool:
         """A first block (conv keeping its input -> ReLU + max-pool): forward and update run in
@@ -173,10 +180,9 @@ class _BlockParts:
         run(plan(len(rows), delta.size), part)
         if not self.fused:
             delta = delta.reshape((len(rows),) + post.shape[1:])     # dense: (n, 1, 1, D) -> (n, D)
-        if subset and hasattr(self.weights, "weight_grads_rows"):   # conv: gathered chunk by chunk
+        if subset:          # conv: the rows' receptive fields gathered chunk by chunk, never copied
             return self._layer_grads(self.weights.weight_grads_rows(wcache, delta, rows))
-        cache = wcache.take(rows) if subset else wcache    # DenseCache (a copy of the rows' inputs)
-        return self._layer_grads(self.weights.weight_grads(cache, delta))
+        return self._layer_grads(self.weights.weight_grads(wcache, delta))
 
     def _layer_grads(self, g: dict) -> list:
         """One gradient dict per layer of the block: ``g`` for the weights, ``{}`` for the others."""
@@ -295,8 +301,14 @@ class CLAPP(Rule):
                 raise UserError("grid positives need image inputs")
             self.patch = patch or size // 2
             self.patch_stride = patch_stride or self.patch // 2
-        self.parts = [_BlockParts(b, i) for i, b in enumerate(encoder.blocks)]
-        n_blocks = len(self.parts)
+        # One buffer pool for every layer of the encoder and every block's δ.  The blocks learn one
+        # after another and each drops its caches before the next block runs, so block l + 1 works
+        # in block l's buffers: the peak is the largest block's working set, not the sum over blocks
+        # (no block keeps another block's activations).  Safe: a pooled buffer is handed out again
+        # only when nothing refers to it any more (BufferPool), and CLAPP runs one layer at a time.
+        n_blocks = len(encoder.blocks)
+        self._pool = BufferPool(max_buffers=8 * n_blocks)
+        self.parts = [_BlockParts(b, i, self._pool) for i, b in enumerate(encoder.blocks)]
         scales = [1.0] if block_lr is None else [float(v) for v in np.atleast_1d(block_lr)]
         if len(scales) == 1:
             scales = scales * n_blocks
@@ -306,17 +318,6 @@ class CLAPP(Rule):
         if not any(scales):
             raise UserError("block_lr is 0 for every block: nothing would learn")
         self.block_lr = scales
-        # One buffer pool for every layer of the encoder and every block's δ.  The blocks learn one
-        # after another and each drops its caches before the next block runs, so block l + 1 works
-        # in block l's buffers: the peak is the largest block's working set, not the sum over blocks
-        # (no block keeps another block's activations).  Safe: a pooled buffer is handed out again
-        # only when nothing refers to it any more (BufferPool), and CLAPP runs one layer at a time.
-        self._pool = BufferPool(max_buffers=8 * n_blocks)
-        for part in self.parts:
-            part._buffers = self._pool
-            for layer in part.layers:
-                if isinstance(layer, PooledLayer):
-                    layer.__dict__["_pool"] = self._pool
         rng = np.random.default_rng([seed, 8])
         self.preds = []
         for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
