@@ -229,3 +229,76 @@ def test_bad_clapp_and_hebbian_options_fail_before_any_arm_runs(sets, match, mon
         mod.check_options(["random", "clapp"], data, cfg)
     mod.check_options(["random", "clapp"], data, dict(mod.DEFAULTS, clapp_positives="views"))
     assert not ran
+
+
+@pytest.mark.parametrize("positives", ["views", "grid"])
+def test_symmetric_pairs_run_every_positive_both_ways(positives):
+    """``symmetric=True`` (clapp_s): the pairs are the one-way pairs plus each positive reversed,
+    with K negatives from other images in the context's place; the loss is the mean of the two
+    directions (synthetic images; identity views so every input is traceable)."""
+    from bioplausible import views
+
+    enc = encoders.build("conv3", (8, 8, 1), seed=0)
+    x = np.random.default_rng(3).standard_normal((6, 8, 8, 1)).astype(np.float32)   # synthetic
+    one = CLAPP(enc, views.preset("none"), variant="clapp_s", positives=positives, negatives=3, seed=0)
+    two = CLAPP(enc, views.preset("none"), variant="clapp_s", positives=positives, negatives=3,
+                symmetric=True, seed=0)
+    X1, ci1, ti1, y1, _ = one.make_inputs(x, np.random.default_rng(4))
+    X, ci, ti, y, w = two.make_inputs(x, np.random.default_rng(4))
+    assert X.shape == X1.shape and np.isclose(w.sum(), 2.0)
+    pos = y > 0
+    m = int(pos.sum())
+    assert m == 2 * int((y1 > 0).sum()) and len(y) == m * 4
+    fwd, bwd = slice(0, m // 2), slice(m // 2, m)
+    np.testing.assert_array_equal(ci[bwd], ti[fwd])        # every positive also runs backwards
+    np.testing.assert_array_equal(ti[bwd], ci[fwd])
+    # which image an input shows, and (grid) where in the image it sits
+    per_img = len(X) // len(x)
+    img, place = np.arange(len(X)) // per_img, np.arange(len(X)) % per_img
+    if positives == "views":
+        img, place = np.arange(len(X)) % len(x), np.arange(len(X)) // len(x)
+    neg_c, neg_t = ci[~pos].reshape(3, m), ti[~pos].reshape(3, m)   # K blocks of both directions
+    assert np.all(img[neg_c] != img[neg_t])                # a negative shows another image ...
+    np.testing.assert_array_equal(neg_c[:, m // 2:], np.tile(ci[bwd], (3, 1)))   # ... per backward pair
+    np.testing.assert_array_equal(place[neg_t[:, m // 2:]], np.tile(place[ti[bwd]], (3, 1)))
+    # (... in the backward target's -- the forward context's -- place)
+
+
+def test_symmetric_needs_clapp_s():
+    from bioplausible import views
+
+    enc = encoders.build("conv3", (32, 32, 3), seed=0)
+    with pytest.raises(UserError, match="clapp_s"):
+        CLAPP(enc, views.preset("cifar10"), variant="clapp", positives="views", symmetric=True)
+
+
+def test_symmetric_loss_is_the_mean_of_both_directions():
+    """The loss the symmetric rule reports equals ½ [L(c → t) + L(t → c)] evaluated by hand from
+    the codes (float64 pair-by-pair loop over the hinge formula)."""
+    from bioplausible.rules.clapp import hinge_pairs
+
+    rng = np.random.default_rng(5)
+    n, d, K = 7, 5, 2
+    Z = rng.standard_normal((2 * n, d))                     # codes of view 1 (0..n-1), view 2 (n..)
+    W = rng.standard_normal((d, d))
+    from bioplausible.views import derangement
+
+    fw = [n + derangement(n, rng) for _ in range(K)]
+    bw = [derangement(n, rng) for _ in range(K)]
+    ctx, tgt = np.arange(n), n + np.arange(n)
+    ci = np.concatenate([ctx, tgt] * (K + 1))
+    ti = np.concatenate([tgt, ctx] + [np.concatenate([a, b]) for a, b in zip(fw, bw)])
+    m = 2 * n
+    y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
+    w = np.concatenate([np.full(m, 1.0 / m)] + [np.full(m, 1.0 / (m * K))] * K)
+    loss = hinge_pairs(Z, ci, ti, y, w, W)[0]
+
+    def one_way(c, t, negs):
+        tot = 0.0
+        for i in range(n):
+            tot += max(0.0, 1.0 - Z[t[i]] @ W @ Z[c[i]]) / n
+            for k in range(K):
+                tot += max(0.0, 1.0 + Z[negs[k][i]] @ W @ Z[c[i]]) / (n * K)
+        return tot
+
+    assert loss == pytest.approx(0.5 * (one_way(ctx, tgt, fw) + one_way(tgt, ctx, bw)), rel=1e-12)

@@ -28,7 +28,10 @@ its own matrix W_retro.  Variants:
   is another image's context view, which is encoded anyway, so only the positives need a second
   view: 1.5 views per image on average.
 * ``clapp_s`` -- shared W_pred (W_retro = W_predᵀ); one positive and K negatives per sample, both
-  updates at every step: L = hinge(positive) + mean_k hinge(negative_k).
+  updates at every step: L = hinge(positive) + mean_k hinge(negative_k).  With ``symmetric=True``
+  every positive pair also runs backwards (the target view, or the lower patch, predicts the
+  context, against K other images' inputs in the context's place), so each encoded input is a
+  context once and a target once: L = ½ [L(c → t) + L(t → c)].
 
 With W_retro = W_predᵀ the update is exactly −η ∂L_l/∂θ of the block-local hinge loss
 (tests/test_clapp.py checks this against finite differences and torch autograd).  Updates are
@@ -268,7 +271,7 @@ class CLAPP(Rule):
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
-                 seed: int = 0):
+                 symmetric: bool = False, seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -286,6 +289,10 @@ class CLAPP(Rule):
         if decorrelate < 0:
             raise UserError(f"decorrelate must be >= 0, got {decorrelate}")
         self.code_norm, self.decorrelate = bool(code_norm), float(decorrelate)
+        if symmetric and variant != "clapp_s":
+            raise UserError("symmetric pairs need the clapp_s variant (CLAPP's either/or update "
+                            "gives each sample one pair); use variant='clapp_s' or symmetric=False")
+        self.symmetric = bool(symmetric)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -366,6 +373,15 @@ class CLAPP(Rule):
             ctx = img * g + pos
             tgt_same = ctx + self.k * gw
             others = [derangement(n, rng)[img] * g + pos + self.k * gw for _ in range(self.negatives)]
+        if self.symmetric:
+            # each positive pair also runs the other way (the target predicts its context, against
+            # K other images at the context's place): twice the pairs from the same encoded inputs
+            if self.positives == "views":
+                back = [derangement(n, rng) for _ in range(self.negatives)]
+            else:
+                back = [derangement(n, rng)[img] * g + pos for _ in range(self.negatives)]
+            ctx, tgt_same = np.concatenate([ctx, tgt_same]), np.concatenate([tgt_same, ctx])
+            others = [np.concatenate([a, b]) for a, b in zip(others, back)]
         m = len(ctx)
         if self.variant == "clapp":
             y = np.where(rng.random(m) < 0.5, 1.0, -1.0)
