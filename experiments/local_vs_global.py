@@ -65,6 +65,7 @@ DEFAULTS = {
     "clapp_pred_scale": 0.1,    # initial W_pred / W_retro entries ~ N(0, (pred_scale)^2 / D)
     "clapp_weight_decay": 0.0,  # L2 on the local arms' weights (Adam, added to the update)
     "clapp_symmetric": False,   # clapp_s: every positive pair also predicts backwards (target -> context)
+    "clapp_unit_norm": False,   # hinge on length-normalised codes z/|z| (score from the code's direction)
     "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
     "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
     "hebb_pick": "random",      # which: random (a seeded draw over all classes) | first (the first
@@ -115,7 +116,8 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
                      block_lr=cfg.get("clapp_block_lr", [1.0]),
                      pred_scale=cfg.get("clapp_pred_scale", 0.1),
                      weight_decay=cfg.get("clapp_weight_decay", 0.0),
-                     symmetric=cfg.get("clapp_symmetric", False), seed=seed)
+                     symmetric=cfg.get("clapp_symmetric", False),
+                     unit_norm=cfg.get("clapp_unit_norm", False), seed=seed)
     raise ValueError(arm)
 
 

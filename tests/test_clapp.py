@@ -228,10 +228,11 @@ def test_rule_step_reduces_the_local_loss(variant, positives):
         assert last[f"loss_b{b}"] < first[f"loss_b{b}"]
 
 
-@pytest.mark.parametrize("code_norm,nu", [(False, 0.5), (True, 0.0), (True, 2.0)])
-def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu):
-    """code_terms' dZ is the gradient of hinge(z̃) + ν (1/D) Σ_{i≠j} C_ij² with the batch
-    statistics of z̃ held fixed (float64 finite differences; synthetic codes)."""
+@pytest.mark.parametrize("code_norm,nu,unit", [(False, 0.5, False), (True, 0.0, False), (True, 2.0, False),
+                                               (False, 0.0, True), (True, 0.5, True)])
+def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu, unit):
+    """code_terms' dZ is the gradient of hinge(z̃ [/ ‖z̃‖ if unit]) + ν (1/D) Σ_{i≠j} C_ij² with the
+    batch statistics of z̃ held fixed (float64 finite differences; synthetic codes)."""
     from bioplausible.rules.clapp import code_terms
 
     rng = np.random.default_rng(3)
@@ -240,12 +241,15 @@ def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu):
     W = 0.3 * rng.standard_normal((D, D))
     ci, ti = np.array([0, 1, 2, 3, 4, 5]), np.array([1, 2, 3, 4, 5, 6])
     y, w = np.array([1.0, -1, 1, -1, 1, -1]), np.full(6, 1 / 6)
-    loss, dZ, _, _, _ = code_terms(Z, ci, ti, y, w, W, None, code_norm, nu)
+    if unit:
+        W = 3.0 * W                                  # unit codes: a score of order 1, hinges on both sides
+    loss, dZ, _, _, _ = code_terms(Z, ci, ti, y, w, W, None, code_norm, nu, unit)
     m, s = Z.mean(0), Z.std(0) + 1e-3
 
     def f():
         Zs = (Z - m) / s if code_norm else Z
-        total = sum(w_ * max(0.0, 1.0 - y_ * Zs[t_] @ W @ Zs[c_])
+        Zh = Zs / (np.linalg.norm(Zs, axis=1, keepdims=True) + 1e-6) if unit else Zs
+        total = sum(w_ * max(0.0, 1.0 - y_ * Zh[t_] @ W @ Zh[c_])
                     for c_, t_, y_, w_ in zip(ci, ti, y, w))
         X = Zs - Zs.mean(0)
         C = X.T @ X / (B - 1)

@@ -37,11 +37,16 @@ With W_retro = W_predᵀ the update is exactly −η ∂L_l/∂θ of the block-l
 (tests/test_clapp.py checks this against finite differences and torch autograd).  Updates are
 applied with Adam (per block), as in the paper's implementation.
 
-Two optional, still local, additions against the collapse of the code (both off by default):
+Optional, still local, additions on the code (all off by default):
 
 * ``code_norm`` -- the hinge sees the standardised code z̃_j = (z_j − m_j) / s_j, with m_j, s_j the
   unit's mean and standard deviation over the batch, held fixed in the update (a homeostatic offset
   and gain, not differentiated): ∂L/∂z_j = (∂L/∂z̃_j) / s_j.
+* ``unit_norm`` -- the hinge sees the code divided by its length, ẑ = z / ‖z‖ (divisive
+  normalisation across the block's units), so u = ẑᵀ W_pred ĉ depends on the code's direction, not
+  its size (as InfoNCE's cosine similarity does).  The update goes through the normalisation
+  exactly: ∂L/∂z = (∂L/∂ẑ − ẑ (ẑᵀ ∂L/∂ẑ)) / ‖z‖ -- each unit's own term minus one scalar per input
+  shared by the block's units.
 * ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
@@ -225,17 +230,27 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
 
 
 def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
-               decorrelate: float = 0.0):
+               decorrelate: float = 0.0, unit_norm: bool = False):
     """The block's loss on its codes ``Z`` (B, D): the CLAPP hinge (:func:`hinge_pairs`) on the
-    codes, standardised with fixed batch statistics if ``code_norm``, plus ``decorrelate`` ν times
-    the off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij².  Returns what ``hinge_pairs`` returns
-    (loss including the penalty; dZ with respect to the raw codes)."""
+    codes, standardised with fixed batch statistics if ``code_norm``, each then divided by its
+    length if ``unit_norm`` (ẑ = z / ‖z‖, differentiated exactly), plus ``decorrelate`` ν times the
+    off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij² (on the codes before ``unit_norm``).
+    Returns what ``hinge_pairs`` returns (loss including the penalty; dZ with respect to the raw
+    codes)."""
     if code_norm:
         scale = Z.std(axis=0) + 1e-3
         Zs = (Z - Z.mean(axis=0)) / scale
     else:
         scale, Zs = None, Z
-    loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro)
+    if unit_norm:
+        length = np.sqrt(np.einsum("bd,bd->b", Zs, Zs))[:, None] + 1e-6
+        Zn = Zs / length
+        loss, dZn, dWp, dWr, u = hinge_pairs(Zn, ci, ti, y, w, W_pred, W_retro)
+        # d(z/‖z‖) = (I − ẑẑᵀ) dz / ‖z‖: the unit's own error minus one scalar per input, the
+        # population's ẑᵀ∂L/∂ẑ (a divisive-normalisation feedback inside the block)
+        dZ = (dZn - Zn * np.einsum("bd,bd->b", Zn, dZn)[:, None]) / length
+    else:
+        loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro)
     if decorrelate:
         from ..losses import covariance_penalty
 
@@ -271,7 +286,7 @@ class CLAPP(Rule):
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
-                 symmetric: bool = False, seed: int = 0):
+                 symmetric: bool = False, unit_norm: bool = False, seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -292,7 +307,7 @@ class CLAPP(Rule):
         if symmetric and variant != "clapp_s":
             raise UserError("symmetric pairs need the clapp_s variant (CLAPP's either/or update "
                             "gives each sample one pair); use variant='clapp_s' or symmetric=False")
-        self.symmetric = bool(symmetric)
+        self.symmetric, self.unit_norm = bool(symmetric), bool(unit_norm)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -408,7 +423,7 @@ class CLAPP(Rule):
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
                 loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
-                                                   self.code_norm, self.decorrelate)
+                                                   self.code_norm, self.decorrelate, self.unit_norm)
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
