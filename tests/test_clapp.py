@@ -228,11 +228,14 @@ def test_rule_step_reduces_the_local_loss(variant, positives):
         assert last[f"loss_b{b}"] < first[f"loss_b{b}"]
 
 
-@pytest.mark.parametrize("code_norm,nu,unit", [(False, 0.5, False), (True, 0.0, False), (True, 2.0, False),
-                                               (False, 0.0, True), (True, 0.5, True)])
-def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu, unit):
-    """code_terms' dZ is the gradient of hinge(z̃ [/ ‖z̃‖ if unit]) + ν (1/D) Σ_{i≠j} C_ij² with the
-    batch statistics of z̃ held fixed (float64 finite differences; synthetic codes)."""
+@pytest.mark.parametrize("code_norm,nu,unit,beta", [(False, 0.5, False, 0.0), (True, 0.0, False, 0.0),
+                                                    (True, 2.0, False, 0.0), (False, 0.0, True, 0.0),
+                                                    (True, 0.5, True, 0.0), (False, 0.0, False, 4.0),
+                                                    (True, 0.5, True, 2.0)])
+def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu, unit, beta):
+    """code_terms' dZ and dW_pred are the gradients of hinge(z̃ [/ ‖z̃‖ if unit]) + ν (1/D)
+    Σ_{i≠j} C_ij² with the batch statistics of z̃ held fixed, and with the smoothed hinge
+    (1/β) log(1 + e^{β(1 − y u)}) if β > 0 (float64 finite differences; synthetic codes)."""
     from bioplausible.rules.clapp import code_terms
 
     rng = np.random.default_rng(3)
@@ -243,13 +246,16 @@ def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu, 
     y, w = np.array([1.0, -1, 1, -1, 1, -1]), np.full(6, 1 / 6)
     if unit:
         W = 3.0 * W                                  # unit codes: a score of order 1, hinges on both sides
-    loss, dZ, _, _, _ = code_terms(Z, ci, ti, y, w, W, None, code_norm, nu, unit)
+    loss, dZ, dW, _, _ = code_terms(Z, ci, ti, y, w, W, None, code_norm, nu, unit, beta)
     m, s = Z.mean(0), Z.std(0) + 1e-3
+
+    def hinge(a):
+        return np.log1p(np.exp(beta * a)) / beta if beta else max(0.0, a)
 
     def f():
         Zs = (Z - m) / s if code_norm else Z
         Zh = Zs / (np.linalg.norm(Zs, axis=1, keepdims=True) + 1e-6) if unit else Zs
-        total = sum(w_ * max(0.0, 1.0 - y_ * Zh[t_] @ W @ Zh[c_])
+        total = sum(w_ * hinge(1.0 - y_ * Zh[t_] @ W @ Zh[c_])
                     for c_, t_, y_, w_ in zip(ci, ti, y, w))
         X = Zs - Zs.mean(0)
         C = X.T @ X / (B - 1)
@@ -258,6 +264,9 @@ def test_code_norm_and_decorrelation_gradient_finite_differences(code_norm, nu, 
     assert _rel(loss, f()) < 1e-12
     for idx in [(0, 0), (3, 2), (6, 4), (2, 1)]:
         assert _rel(dZ[idx], _fd(f, Z, idx)) < 1e-6, idx
+    if not nu:                    # dW_pred (the decorrelation term does not touch W_pred)
+        for idx in [(0, 1), (4, 4), (2, 3)]:
+            assert _rel(dW[idx], _fd(f, W, idx)) < 1e-6, idx
 
 
 def test_decorrelation_raises_the_rank_of_the_code():

@@ -204,7 +204,7 @@ def test_clapp_arm_takes_pred_scale_and_weight_decay():
 
 
 @pytest.mark.parametrize("key,bad", [("pred_scale", 0.0), ("pred_scale", -1.0), ("pred_scale", float("nan")),
-                                     ("weight_decay", -1e-3)])
+                                     ("weight_decay", -1e-3), ("soft_gate", -1.0), ("soft_gate", float("inf"))])
 def test_clapp_rejects_bad_pred_scale_and_weight_decay(key, bad):
     from bioplausible import views
 

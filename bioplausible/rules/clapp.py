@@ -47,6 +47,9 @@ Optional, still local, additions on the code (all off by default):
   its size (as InfoNCE's cosine similarity does).  The update goes through the normalisation
   exactly: ∂L/∂z = (∂L/∂ẑ − ẑ (ẑᵀ ∂L/∂ẑ)) / ‖z‖ -- each unit's own term minus one scalar per input
   shared by the block's units.
+* ``soft_gate`` β -- a graded modulator: the hinge becomes (1/β) log(1 + e^{β(1 − y·u)}) and the
+  gate γ = y σ(β (1 − y·u)) instead of y H(1 − y·u), so pairs past the margin still learn, less
+  and less (β → ∞ is the hinge).
 * ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
@@ -199,12 +202,14 @@ class _BlockParts:
         return grads
 
 
-def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
+def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0):
     """Block-local CLAPP loss over pairs and its gradients.
 
     ``Z`` (B, D): codes of every input of the batch; pair p compares target ``Z[ti[p]]`` with the
     prediction from context ``Z[ci[p]]``, label ``y[p]`` = ±1, weight ``w[p]`` (the loss is
     Σ_p w_p max(0, 1 − y_p u_p)).  ``W_retro=None`` means shared weights (W_retro = W_predᵀ).
+    ``soft`` β > 0 smooths the hinge into (1/β) log(1 + e^{β(1 − y u)}), whose gate is graded,
+    γ = y σ(β (1 − y u)), instead of y H(1 − y u) (β → ∞ gives the hinge back).
 
     Returns ``(loss, dZ, dW_pred, dW_retro or None, u)`` -- gradients of the loss (the retrodiction
     term of dZ uses W_retro, so it is the exact gradient only for shared weights).
@@ -213,9 +218,14 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
     pred = zc @ W_pred.T                              # (P, D): W_pred c
     u = np.einsum("pd,pd->p", zt, pred)
     margin = 1.0 - y * u
-    active = margin > 0
-    loss = float(np.sum(w * np.maximum(margin, 0.0)))
-    gu = (-(y * active) * w).astype(Z.dtype)           # dL/du = −γ·w
+    if soft > 0:
+        bm = soft * margin
+        loss = float(np.sum(w * np.logaddexp(0.0, bm)) / soft)
+        gate = 0.5 * (1.0 + np.tanh(0.5 * bm))        # σ(β·margin), without overflow
+    else:
+        gate = margin > 0
+        loss = float(np.sum(w * np.maximum(margin, 0.0)))
+    gu = (-(y * gate) * w).astype(Z.dtype)             # dL/du = −γ·w
     retro = zt @ (W_pred if W_retro is None else W_retro.T)   # (P, D): W_retro z
     dZ = np.zeros_like(Z)
     if dZ.size:
@@ -230,13 +240,13 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None):
 
 
 def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
-               decorrelate: float = 0.0, unit_norm: bool = False):
+               decorrelate: float = 0.0, unit_norm: bool = False, soft: float = 0.0):
     """The block's loss on its codes ``Z`` (B, D): the CLAPP hinge (:func:`hinge_pairs`) on the
     codes, standardised with fixed batch statistics if ``code_norm``, each then divided by its
     length if ``unit_norm`` (ẑ = z / ‖z‖, differentiated exactly), plus ``decorrelate`` ν times the
     off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij² (on the codes before ``unit_norm``).
-    Returns what ``hinge_pairs`` returns (loss including the penalty; dZ with respect to the raw
-    codes)."""
+    ``soft`` > 0 smooths the hinge (see :func:`hinge_pairs`).  Returns what ``hinge_pairs``
+    returns (loss including the penalty; dZ with respect to the raw codes)."""
     if code_norm:
         scale = Z.std(axis=0) + 1e-3
         Zs = (Z - Z.mean(axis=0)) / scale
@@ -245,12 +255,12 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
     if unit_norm:
         length = np.sqrt(np.einsum("bd,bd->b", Zs, Zs))[:, None] + 1e-6
         Zn = Zs / length
-        loss, dZn, dWp, dWr, u = hinge_pairs(Zn, ci, ti, y, w, W_pred, W_retro)
+        loss, dZn, dWp, dWr, u = hinge_pairs(Zn, ci, ti, y, w, W_pred, W_retro, soft)
         # d(z/‖z‖) = (I − ẑẑᵀ) dz / ‖z‖: the unit's own error minus one scalar per input, the
         # population's ẑᵀ∂L/∂ẑ (a divisive-normalisation feedback inside the block)
         dZ = (dZn - Zn * np.einsum("bd,bd->b", Zn, dZn)[:, None]) / length
     else:
-        loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro)
+        loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro, soft)
     if decorrelate:
         from ..losses import covariance_penalty
 
@@ -286,7 +296,8 @@ class CLAPP(Rule):
                  negatives: int = 1, patch: int | None = None, patch_stride: int | None = None,
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
-                 symmetric: bool = False, unit_norm: bool = False, seed: int = 0):
+                 symmetric: bool = False, unit_norm: bool = False, soft_gate: float = 0.0,
+                 seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -308,6 +319,9 @@ class CLAPP(Rule):
             raise UserError("symmetric pairs need the clapp_s variant (CLAPP's either/or update "
                             "gives each sample one pair); use variant='clapp_s' or symmetric=False")
         self.symmetric, self.unit_norm = bool(symmetric), bool(unit_norm)
+        if not (np.isfinite(soft_gate) and soft_gate >= 0):
+            raise UserError(f"soft_gate (β of the smoothed hinge; 0 = the hinge) must be >= 0, got {soft_gate}")
+        self.soft_gate = float(soft_gate)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -423,7 +437,8 @@ class CLAPP(Rule):
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
                 loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
-                                                   self.code_norm, self.decorrelate, self.unit_norm)
+                                                   self.code_norm, self.decorrelate, self.unit_norm,
+                                                   self.soft_gate)
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
