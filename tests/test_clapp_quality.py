@@ -116,13 +116,13 @@ def test_final_eval_last_equals_the_full_protocol_on_the_last_block():
         assert last[k] == pytest.approx(full[k], rel=1e-6, abs=1e-9, nan_ok=True), k
 
 
-def _step_params(block_lr, lr=1e-2):
+def _step_params(block_lr, lr=1e-2, **kw):
     from bioplausible import views
 
     x = np.random.default_rng(5).standard_normal((16, 12, 12, 1)).astype(np.float32)  # synthetic
     enc = encoders.build("conv3", (12, 12, 1), seed=0)
     rule = CLAPP(enc, views.preset("fashion_mnist"), positives="views", lr=lr, block_lr=block_lr,
-                 seed=0)
+                 seed=0, **kw)
     before = [[p[k].copy() for p in b.params for k in sorted(p)] for b in enc.blocks]
     preds = [{k: v.copy() for k, v in P.items()} for P in rule.preds]
     m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
@@ -154,6 +154,23 @@ def test_block_lr_scales_each_block_and_zero_freezes_it():
             np.testing.assert_allclose(d_got, 0.5 * d_ref, rtol=1e-4, atol=1e-9)
     _, _, m2 = _step_params([1.0, 1.0, 0.0])
     assert "loss_b3" not in m2 and m2["loss"] == m2["loss_b2"]
+
+
+def test_pred_lr_scales_only_the_predictor():
+    """One Adam step with ``pred_lr`` p: every W_pred / W_retro moves p times as far as with p = 1,
+    the feed-forward weights exactly as far (a separate optimiser, same state otherwise); p = 0
+    keeps the random predictor."""
+    ref, ref_pred, _ = _step_params([0.5, 1.0, 1.0])
+    for p in (0.0, 3.0):
+        got, got_pred, _ = _step_params([0.5, 1.0, 1.0], pred_lr=p)
+        for b in range(3):
+            for d_got, d_ref in zip(got[b], ref[b]):
+                np.testing.assert_allclose(d_got, d_ref, rtol=1e-4, atol=1e-9)
+            for k in ref_pred[b]:
+                assert np.any(ref_pred[b][k])
+                np.testing.assert_allclose(got_pred[b][k], p * ref_pred[b][k], rtol=1e-4, atol=1e-9)
+    with pytest.raises(UserError, match="pred_lr"):
+        _step_params(None, pred_lr=-1.0)
 
 
 @pytest.mark.parametrize("bad", [[1.0, 1.0], [-1.0], [0.0, 0.0, 0.0], [float("nan")]])

@@ -297,13 +297,15 @@ class CLAPP(Rule):
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
                  symmetric: bool = False, unit_norm: bool = False, soft_gate: float = 0.0,
-                 seed: int = 0):
+                 pred_lr: float = 1.0, seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
         for the blocks above, but its hinge is not evaluated and none of its synapses change
         (e.g. ``block_lr=[0, 0, 1]`` keeps two pre-trained lower blocks and trains only the top
-        one).  Each block's rule stays local; only how fast it learns differs."""
+        one).  Each block's rule stays local; only how fast it learns differs.  ``pred_lr`` -- the
+        predictor's (W_pred, W_retro) rate relative to its block's: η_pred = ``pred_lr`` · η_l (0 keeps
+        the initial random predictor fixed)."""
         super().__init__()
         if not 0.0 <= sparse_below <= 1.0:
             raise UserError(f"sparse_below must be in [0, 1], got {sparse_below}")
@@ -322,6 +324,8 @@ class CLAPP(Rule):
         if not (np.isfinite(soft_gate) and soft_gate >= 0):
             raise UserError(f"soft_gate (β of the smoothed hinge; 0 = the hinge) must be >= 0, got {soft_gate}")
         self.soft_gate = float(soft_gate)
+        if not (np.isfinite(pred_lr) and pred_lr >= 0):
+            raise UserError(f"pred_lr (W_pred's rate relative to the block's) must be >= 0, got {pred_lr}")
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -362,8 +366,14 @@ class CLAPP(Rule):
                 mats["w_retro"] = (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
             self.preds.append(mats)
             self.modules[f"pred{i}"] = [mats]
-            self.optimizers[f"block{i}"] = make_optimizer(b.params + [mats], optimizer,
-                                                          lr * scales[i], weight_decay)
+            if pred_lr == 1.0:
+                self.optimizers[f"block{i}"] = make_optimizer(b.params + [mats], optimizer,
+                                                              lr * scales[i], weight_decay)
+            else:     # the predictor at its own rate (Adam is blind to a scaled gradient)
+                self.optimizers[f"block{i}"] = make_optimizer(b.params, optimizer, lr * scales[i],
+                                                              weight_decay)
+                self.optimizers[f"pred{i}"] = make_optimizer([mats], optimizer,
+                                                             lr * scales[i] * pred_lr, weight_decay)
 
     # -- which inputs, which pairs ----------------------------------------------------------
     def make_inputs(self, x: np.ndarray, rng: np.random.Generator):
@@ -448,7 +458,11 @@ class CLAPP(Rule):
             pg = {"w_pred": dWp}
             if dWr is not None:
                 pg["w_retro"] = dWr
-            self.optimizers[f"block{i}"].step(grads + [pg])
+            if f"pred{i}" in self.optimizers:
+                self.optimizers[f"block{i}"].step(grads)
+                self.optimizers[f"pred{i}"].step([pg])
+            else:
+                self.optimizers[f"block{i}"].step(grads + [pg])
             metrics[f"loss_b{i + 1}"] = loss
             metrics[f"acc_b{i + 1}"] = float(np.mean((u > 0) == (y > 0)))
             metrics[f"plastic_b{i + 1}"] = len(plastic) / max(1, len(Z))
