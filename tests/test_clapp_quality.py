@@ -232,6 +232,9 @@ def test_clapp_rejects_bad_pred_scale_and_weight_decay(key, bad):
 
 @pytest.mark.parametrize("sets,match", [({"clapp_weight_decay": -1.0}, "weight_decay"),
                                         ({"clapp_pred_scale": 0.0}, "pred_scale"),
+                                        ({"clapp_symmetric": True}, "clapp_s"),
+                                        ({"clapp_soft_gate": -1.0}, "soft_gate"),
+                                        ({"clapp_pred_lr": -1.0}, "pred_lr"),
                                         ({"init": "softhebb", "hebb_t": [100.0, 50.0]}, "hebb_t"),
                                         ({"init": "softhebb", "hebb_t": [-1.0]}, "hebb_t")])
 def test_bad_clapp_and_hebbian_options_fail_before_any_arm_runs(sets, match, monkeypatch):
