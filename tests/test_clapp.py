@@ -369,3 +369,50 @@ def test_local_vs_global_from_a_hebbian_init(tmp_path):
     curve0 = info["metrics"]["epoch"]["probe_gap_b3"][0]    # epoch 0 = the encoder before CLAPP
     rand0 = read_run(tmp_path / "random-cifar10-conv3-s0.h5")
     assert np.isfinite(curve0) and "probe_gap_b3" in rand0["results"]
+
+
+@pytest.mark.parametrize("tau,unit", [(1.0, False), (0.3, False), (0.2, True)])
+def test_softmax_contrast_gradient_finite_differences(tau, unit):
+    """``tau`` > 0: the loss is Σ_j w_j [−log softmax_k(u_kj/τ)]_{k=0} over each context's positive
+    and K negatives (a naive loop over contexts), and dZ, dW_pred are its gradients (float64 finite
+    differences; synthetic codes)."""
+    from bioplausible.rules.clapp import code_terms
+
+    rng = np.random.default_rng(11)
+    m, K, D = 4, 3, 5
+    Z = np.abs(rng.standard_normal((2 * m, D)))
+    W = 0.5 * rng.standard_normal((D, D))
+    ci = np.tile(np.arange(m), K + 1)
+    ti = np.concatenate([m + np.arange(m)] + [m + np.roll(np.arange(m), k + 1) for k in range(K)])
+    y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
+    w = np.concatenate([np.full(m, 1 / m)] + [np.full(m, 1 / (m * K))] * K)
+    loss, dZ, dW, _, _ = code_terms(Z, ci, ti, y, w, W, None, unit_norm=unit, tau=tau)
+
+    def f():
+        Zh = Z / (np.linalg.norm(Z, axis=1, keepdims=True) + 1e-6) if unit else Z
+        total = 0.0
+        for j in range(m):
+            scores = [Zh[ti[k * m + j]] @ W @ Zh[j] / tau for k in range(K + 1)]
+            total += (np.log(np.sum(np.exp(scores))) - scores[0]) / m
+        return total
+
+    assert _rel(loss, f()) < 1e-12
+    for idx in [(0, 0), (3, 2), (6, 4), (7, 1)]:
+        assert _rel(dZ[idx], _fd(f, Z, idx)) < 1e-6, idx
+    for idx in [(0, 1), (4, 4), (2, 3)]:
+        assert _rel(dW[idx], _fd(f, W, idx)) < 1e-6, idx
+
+
+def test_softmax_contrast_needs_the_clapp_s_layout():
+    from bioplausible import views
+    from bioplausible.errors import UserError
+
+    Z = np.ones((4, 2))
+    with pytest.raises(UserError, match="blocks of m"):
+        hinge_pairs(Z, np.array([0, 1, 0]), np.array([2, 3, 3]), np.array([1.0, 1.0, -1.0]),
+                    np.ones(3), np.eye(2), tau=1.0)
+    enc = encoders.build("conv3", (32, 32, 3), seed=0)
+    with pytest.raises(UserError, match="clapp_s"):
+        CLAPP(enc, views.preset("cifar10"), variant="clapp", positives="views", softmax_tau=0.5)
+    with pytest.raises(UserError, match="softmax_tau"):
+        CLAPP(enc, views.preset("cifar10"), variant="clapp_s", positives="views", softmax_tau=-1.0)

@@ -50,6 +50,11 @@ Optional, still local, additions on the code (all off by default):
 * ``soft_gate`` β -- a graded modulator: the hinge becomes (1/β) log(1 + e^{β(1 − y·u)}) and the
   gate γ = y σ(β (1 − y·u)) instead of y H(1 − y·u), so pairs past the margin still learn, less
   and less (β → ∞ is the hinge).
+* ``softmax_tau`` τ (``clapp_s`` only) -- not CLAPP's hinge but CPC's softmax (InfoNCE) contrast,
+  still block by block with the same explicit update: each context's positive competes with its
+  K negatives, L = −log [e^{u₀/τ} / Σ_k e^{u_k/τ}], and the gate becomes graded and competitive,
+  γ₀ = (1 − p₀)/τ for the positive and γ_k = −p_k/τ for negative k (p = softmax(u/τ)): a
+  modulator that needs the K + 1 predictions' scores, not one pair's.
 * ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
@@ -202,7 +207,7 @@ class _BlockParts:
         return grads
 
 
-def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0):
+def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0, tau: float = 0.0):
     """Block-local CLAPP loss over pairs and its gradients.
 
     ``Z`` (B, D): codes of every input of the batch; pair p compares target ``Z[ti[p]]`` with the
@@ -210,6 +215,10 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0):
     Σ_p w_p max(0, 1 − y_p u_p)).  ``W_retro=None`` means shared weights (W_retro = W_predᵀ).
     ``soft`` β > 0 smooths the hinge into (1/β) log(1 + e^{β(1 − y u)}), whose gate is graded,
     γ = y σ(β (1 − y u)), instead of y H(1 − y u) (β → ∞ gives the hinge back).
+    ``tau`` τ > 0 replaces the hinge by the softmax (InfoNCE) contrast of CPC: the pairs must be
+    laid out as K + 1 blocks of m (block 0 the positives, block k the k-th negative of the same
+    m contexts), and the loss is Σ_j w_j [−log softmax_k(u_kj / τ)]_{k=0}, whose gate is graded and
+    competitive: γ = (1 − p_0j)/τ for the positive, −p_kj/τ for negative k (p the softmax).
 
     Returns ``(loss, dZ, dW_pred, dW_retro or None, u)`` -- gradients of the loss (the retrodiction
     term of dZ uses W_retro, so it is the exact gradient only for shared weights).
@@ -218,14 +227,29 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0):
     pred = zc @ W_pred.T                              # (P, D): W_pred c
     u = np.einsum("pd,pd->p", zt, pred)
     margin = 1.0 - y * u
-    if soft > 0:
+    if tau > 0:
+        m = int(np.count_nonzero(y > 0))
+        if m == 0 or len(u) % m or np.any(y[:m] <= 0) or np.any(y[m:] > 0):
+            raise UserError("the softmax contrast needs the pairs as blocks of m: m positives, then "
+                            "K blocks of m negatives of the same contexts (CLAPP-s layout)")
+        s_ = (u / tau).reshape(-1, m)                 # (K + 1, m): row 0 the positives
+        s_ = s_ - s_.max(axis=0)
+        p = np.exp(s_)
+        p /= p.sum(axis=0)
+        wj = w[:m]
+        loss = float(np.sum(wj * -np.log(np.maximum(p[0], 1e-300))))
+        g = p * wj / tau                              # dL/du_kj = w_j (p_kj − [k = 0]) / τ
+        g[0] -= wj / tau
+        gu = g.reshape(-1).astype(Z.dtype)
+    elif soft > 0:
         bm = soft * margin
         loss = float(np.sum(w * np.logaddexp(0.0, bm)) / soft)
         gate = 0.5 * (1.0 + np.tanh(0.5 * bm))        # σ(β·margin), without overflow
     else:
         gate = margin > 0
         loss = float(np.sum(w * np.maximum(margin, 0.0)))
-    gu = (-(y * gate) * w).astype(Z.dtype)             # dL/du = −γ·w
+    if tau <= 0:
+        gu = (-(y * gate) * w).astype(Z.dtype)         # dL/du = −γ·w
     retro = zt @ (W_pred if W_retro is None else W_retro.T)   # (P, D): W_retro z
     dZ = np.zeros_like(Z)
     if dZ.size:
@@ -240,12 +264,14 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0):
 
 
 def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
-               decorrelate: float = 0.0, unit_norm: bool = False, soft: float = 0.0):
+               decorrelate: float = 0.0, unit_norm: bool = False, soft: float = 0.0,
+               tau: float = 0.0):
     """The block's loss on its codes ``Z`` (B, D): the CLAPP hinge (:func:`hinge_pairs`) on the
     codes, standardised with fixed batch statistics if ``code_norm``, each then divided by its
     length if ``unit_norm`` (ẑ = z / ‖z‖, differentiated exactly), plus ``decorrelate`` ν times the
     off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij² (on the codes before ``unit_norm``).
-    ``soft`` > 0 smooths the hinge (see :func:`hinge_pairs`).  Returns what ``hinge_pairs``
+    ``soft`` > 0 smooths the hinge, ``tau`` > 0 replaces it by the softmax contrast (see
+    :func:`hinge_pairs`).  Returns what ``hinge_pairs``
     returns (loss including the penalty; dZ with respect to the raw codes)."""
     if code_norm:
         scale = Z.std(axis=0) + 1e-3
@@ -255,12 +281,12 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
     if unit_norm:
         length = np.sqrt(np.einsum("bd,bd->b", Zs, Zs))[:, None] + 1e-6
         Zn = Zs / length
-        loss, dZn, dWp, dWr, u = hinge_pairs(Zn, ci, ti, y, w, W_pred, W_retro, soft)
+        loss, dZn, dWp, dWr, u = hinge_pairs(Zn, ci, ti, y, w, W_pred, W_retro, soft, tau)
         # d(z/‖z‖) = (I − ẑẑᵀ) dz / ‖z‖: the unit's own error minus one scalar per input, the
         # population's ẑᵀ∂L/∂ẑ (a divisive-normalisation feedback inside the block)
         dZ = (dZn - Zn * np.einsum("bd,bd->b", Zn, dZn)[:, None]) / length
     else:
-        loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro, soft)
+        loss, dZ, dWp, dWr, u = hinge_pairs(Zs, ci, ti, y, w, W_pred, W_retro, soft, tau)
     if decorrelate:
         from ..losses import covariance_penalty
 
@@ -297,7 +323,7 @@ class CLAPP(Rule):
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
                  symmetric: bool = False, unit_norm: bool = False, soft_gate: float = 0.0,
-                 pred_lr: float = 1.0, seed: int = 0):
+                 pred_lr: float = 1.0, softmax_tau: float = 0.0, seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -324,6 +350,13 @@ class CLAPP(Rule):
         if not (np.isfinite(soft_gate) and soft_gate >= 0):
             raise UserError(f"soft_gate (β of the smoothed hinge; 0 = the hinge) must be >= 0, got {soft_gate}")
         self.soft_gate = float(soft_gate)
+        if not (np.isfinite(softmax_tau) and softmax_tau >= 0):
+            raise UserError(f"softmax_tau (the softmax contrast's temperature; 0 = the hinge) must be "
+                            f">= 0, got {softmax_tau}")
+        if softmax_tau and variant != "clapp_s":
+            raise UserError("the softmax contrast compares each context's positive with its K "
+                            "negatives: it needs variant='clapp_s'")
+        self.softmax_tau = float(softmax_tau)
         if not (np.isfinite(pred_lr) and pred_lr >= 0):
             raise UserError(f"pred_lr (W_pred's rate relative to the block's) must be >= 0, got {pred_lr}")
         if negatives < 1:
@@ -448,7 +481,7 @@ class CLAPP(Rule):
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
                 loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
                                                    self.code_norm, self.decorrelate, self.unit_norm,
-                                                   self.soft_gate)
+                                                   self.soft_gate, self.softmax_tau)
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
