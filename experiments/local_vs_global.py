@@ -69,6 +69,7 @@ DEFAULTS = {
     "clapp_soft_gate": 0.0,     # β > 0: smoothed hinge, graded gate σ(β(1 − y·u)) (0 = the hinge's step)
     "clapp_pred_lr": 1.0,       # W_pred's learning rate relative to its block's (0 = fixed random predictor)
     "clapp_softmax_tau": 0.0,   # clapp_s: τ > 0 = CPC's softmax contrast over the K + 1 targets instead of the hinge
+    "clapp_head": 0,            # clapp_s: n > 0 = the hinge compares relu(V z) (n units) instead of the code z
     "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
     "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
     "hebb_pick": "random",      # which: random (a seeded draw over all classes) | first (the first
@@ -123,7 +124,8 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
                      unit_norm=cfg.get("clapp_unit_norm", False),
                      soft_gate=cfg.get("clapp_soft_gate", 0.0),
                      pred_lr=cfg.get("clapp_pred_lr", 1.0),
-                     softmax_tau=cfg.get("clapp_softmax_tau", 0.0), seed=seed)
+                     softmax_tau=cfg.get("clapp_softmax_tau", 0.0),
+                     head=cfg.get("clapp_head", 0), seed=seed)
     raise ValueError(arm)
 
 

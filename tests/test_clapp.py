@@ -416,3 +416,59 @@ def test_softmax_contrast_needs_the_clapp_s_layout():
         CLAPP(enc, views.preset("cifar10"), variant="clapp", positives="views", softmax_tau=0.5)
     with pytest.raises(UserError, match="softmax_tau"):
         CLAPP(enc, views.preset("cifar10"), variant="clapp_s", positives="views", softmax_tau=-1.0)
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_head_gradient_finite_differences(tau):
+    """With a head, the loss is the hinge (or softmax contrast) on g = relu(V z); head_backward's
+    ∂L/∂z and ∂L/∂V and code_terms' ∂L/∂W_pred match float64 finite differences of a naive loop."""
+    from bioplausible.rules.clapp import code_terms, head_backward, head_forward
+
+    rng = np.random.default_rng(12)
+    m, K, D, n = 4, 2, 5, 6
+    Z = np.abs(rng.standard_normal((2 * m, D)))
+    V = rng.standard_normal((n, D)) * np.sqrt(2.0 / D)
+    W = 0.4 * rng.standard_normal((n, n))
+    ci = np.tile(np.arange(m), K + 1)
+    ti = np.concatenate([m + np.arange(m)] + [m + np.roll(np.arange(m), k + 1) for k in range(K)])
+    y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
+    w = np.concatenate([np.full(m, 1 / m)] + [np.full(m, 1 / (m * K))] * K)
+    G, pre = head_forward(Z, V)
+    assert 0 < np.count_nonzero(pre > 0) < pre.size            # both sides of the ReLU are used
+    loss, dG, dW, _, _ = code_terms(G, ci, ti, y, w, W, None, tau=tau)
+    dZ, dV = head_backward(Z, V, pre, dG)
+
+    def f():
+        g = np.maximum(Z @ V.T, 0.0)
+        u = np.array([g[t] @ W @ g[c] for c, t in zip(ci, ti)])
+        if tau:
+            s = (u / tau).reshape(K + 1, m)
+            return float(np.sum((np.log(np.exp(s).sum(0)) - s[0]) / m))
+        return float(np.sum(w * np.maximum(0.0, 1.0 - y * u)))
+
+    assert _rel(loss, f()) < 1e-12
+    for arr, grad, idxs in ((Z, dZ, [(0, 0), (5, 3), (7, 4)]), (V, dV, [(0, 0), (2, 4), (5, 1)]),
+                            (W, dW, [(0, 1), (3, 3), (5, 2)])):
+        for idx in idxs:
+            assert _rel(grad[idx], _fd(f, arr, idx)) < 1e-6, idx
+
+
+def test_rule_with_a_head_learns_and_rejects_bad_heads():
+    """A CLAPP-s rule with a head: W_pred is head x head, V is stored with the predictor, both
+    move in a step; a head on the either/or variant or a fractional width is an error."""
+    from bioplausible import views
+    from bioplausible.errors import UserError
+
+    enc = encoders.build("conv3", (12, 12, 1), seed=0)
+    rule = CLAPP(enc, views.preset("fashion_mnist"), variant="clapp_s", positives="views",
+                 negatives=2, head=16, lr=1e-2, seed=0)
+    assert all(P["w_pred"].shape == (16, 16) for P in rule.preds)
+    assert [P["head"].shape for P in rule.preds] == [(16, d) for d in enc.code_dims]
+    before = [P["head"].copy() for P in rule.preds]
+    x = np.random.default_rng(5).standard_normal((16, 12, 12, 1)).astype(np.float32)  # synthetic
+    m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
+    assert np.isfinite(m["loss"]) and all(np.any(P["head"] != b) for P, b in zip(rule.preds, before))
+    for kw in ({"variant": "clapp", "head": 8}, {"variant": "clapp_s", "head": 2.5},
+               {"variant": "clapp_s", "head": -1}):
+        with pytest.raises(UserError, match="head"):
+            CLAPP(enc, views.preset("fashion_mnist"), positives="views", **kw)

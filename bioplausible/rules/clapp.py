@@ -55,6 +55,11 @@ Optional, still local, additions on the code (all off by default):
   K negatives, L = −log [e^{u₀/τ} / Σ_k e^{u_k/τ}], and the gate becomes graded and competitive,
   γ₀ = (1 − p₀)/τ for the positive and γ_k = −p_k/τ for negative k (p = softmax(u/τ)): a
   modulator that needs the K + 1 predictions' scores, not one pair's.
+* ``head`` n (``clapp_s`` only) -- the hinge compares g(z) = ρ(V z), n rectified units driven by
+  the block's code, instead of z itself: u = g(z_t)ᵀ W_pred g(z_c) (like SimCLR's projection head,
+  the invariance can be learned in g while z keeps more of its input).  V learns with the same gate
+  (ΔV ∝ −(ρ' ⊙ ∂L/∂g) zᵀ) and the block's update receives Vᵀ(ρ' ⊙ ∂L/∂g) -- the weight symmetry
+  CLAPP-s already assumes for W_retro = W_predᵀ.
 * ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
@@ -300,6 +305,24 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
     return loss, dZ.astype(Z.dtype, copy=False), dWp, dWr, u
 
 
+def head_forward(Z, V):
+    """g = ρ(V z) for every code (ρ = ReLU); without a head (``V`` None) the codes themselves.
+    Returns (g, the head's pre-activation or None)."""
+    if V is None:
+        return Z, None
+    pre = Z @ V.T
+    return np.maximum(pre, 0.0), pre
+
+
+def head_backward(Z, V, pre, dG):
+    """∂L/∂z = Vᵀ (ρ'(V z) ⊙ ∂L/∂g) and ∂L/∂V = (ρ'(V z) ⊙ ∂L/∂g) zᵀ summed over the batch; without
+    a head, (dG, None)."""
+    if V is None:
+        return dG, None
+    dpre = dG * (pre > 0)
+    return (dpre @ V).astype(Z.dtype, copy=False), dpre.T @ Z
+
+
 def patch_grid(x: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, int, int]:
     """(N, H, W, C) -> (N·gh·gw, patch, patch, C) patches in row-major grid order, and gh, gw."""
     n, h, w, c = x.shape
@@ -323,7 +346,7 @@ class CLAPP(Rule):
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
                  symmetric: bool = False, unit_norm: bool = False, soft_gate: float = 0.0,
-                 pred_lr: float = 1.0, softmax_tau: float = 0.0, seed: int = 0):
+                 pred_lr: float = 1.0, softmax_tau: float = 0.0, head: int = 0, seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -357,6 +380,13 @@ class CLAPP(Rule):
             raise UserError("the softmax contrast compares each context's positive with its K "
                             "negatives: it needs variant='clapp_s'")
         self.softmax_tau = float(softmax_tau)
+        if head < 0 or int(head) != head:
+            raise UserError(f"head (width of the nonlinear layer the hinge compares; 0 = none) must be "
+                            f"a whole number >= 0, got {head}")
+        if head and variant != "clapp_s":
+            raise UserError("a head sends the gate back through V's transpose, which only the "
+                            "shared-weight variant assumes: use variant='clapp_s' or head=0")
+        self.head = int(head)
         if not (np.isfinite(pred_lr) and pred_lr >= 0):
             raise UserError(f"pred_lr (W_pred's rate relative to the block's) must be >= 0, got {pred_lr}")
         if negatives < 1:
@@ -393,10 +423,14 @@ class CLAPP(Rule):
         self.block_lr = scales
         rng = np.random.default_rng([seed, 8])
         self.preds = []
+        rng_head = np.random.default_rng([seed, 9])
         for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
-            mats = {"w_pred": (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)}
+            dp = self.head or d
+            mats = {"w_pred": (pred_scale * rng.standard_normal((dp, dp)) / np.sqrt(dp)).astype(np.float32)}
             if variant == "clapp":
                 mats["w_retro"] = (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
+            if self.head:      # He init: the head's units start active for about half the codes
+                mats["head"] = (rng_head.standard_normal((dp, d)) * np.sqrt(2.0 / d)).astype(np.float32)
             self.preds.append(mats)
             self.modules[f"pred{i}"] = [mats]
             if pred_lr == 1.0:
@@ -479,9 +513,11 @@ class CLAPP(Rule):
             Z = Block.code(out)
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
-                loss, dZ, dWp, dWr, u = code_terms(Z, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
+                G, hpre = head_forward(Z, P.get("head"))
+                loss, dG, dWp, dWr, u = code_terms(G, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
                                                    self.code_norm, self.decorrelate, self.unit_norm,
                                                    self.soft_gate, self.softmax_tau)
+                dZ, dV = head_backward(Z, P.get("head"), hpre, dG)
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
@@ -491,6 +527,8 @@ class CLAPP(Rule):
             pg = {"w_pred": dWp}
             if dWr is not None:
                 pg["w_retro"] = dWr
+            if dV is not None:
+                pg["head"] = dV
             if f"pred{i}" in self.optimizers:
                 self.optimizers[f"block{i}"].step(grads)
                 self.optimizers[f"pred{i}"].step([pg])
