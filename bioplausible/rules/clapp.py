@@ -335,6 +335,12 @@ def patch_grid(x: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, int,
     return out, gh, gw
 
 
+def _nonnegative(name: str, value, meaning: str) -> float:
+    if not (np.isfinite(value) and value >= 0):
+        raise UserError(f"{name} ({meaning}) must be >= 0, got {value}")
+    return float(value)
+
+
 class CLAPP(Rule):
     """Layer-wise CLAPP with explicit three-factor updates (see the module docstring)."""
 
@@ -366,29 +372,20 @@ class CLAPP(Rule):
         if decorrelate < 0:
             raise UserError(f"decorrelate must be >= 0, got {decorrelate}")
         self.code_norm, self.decorrelate = bool(code_norm), float(decorrelate)
-        if symmetric and variant != "clapp_s":
-            raise UserError("symmetric pairs need the clapp_s variant (CLAPP's either/or update "
-                            "gives each sample one pair); use variant='clapp_s' or symmetric=False")
+        for name, value, why in (
+                ("symmetric", symmetric, "CLAPP's either/or update gives each sample one pair"),
+                ("softmax_tau", softmax_tau, "the softmax compares each context's positive with its K negatives"),
+                ("head", head, "the head's feedback uses Vᵀ, the symmetry only the shared-weight variant assumes")):
+            if value and variant != "clapp_s":
+                raise UserError(f"{name} needs variant='clapp_s' ({why}); use clapp_s or turn it off")
         self.symmetric, self.unit_norm = bool(symmetric), bool(unit_norm)
-        if not (np.isfinite(soft_gate) and soft_gate >= 0):
-            raise UserError(f"soft_gate (β of the smoothed hinge; 0 = the hinge) must be >= 0, got {soft_gate}")
-        self.soft_gate = float(soft_gate)
-        if not (np.isfinite(softmax_tau) and softmax_tau >= 0):
-            raise UserError(f"softmax_tau (the softmax contrast's temperature; 0 = the hinge) must be "
-                            f">= 0, got {softmax_tau}")
-        if softmax_tau and variant != "clapp_s":
-            raise UserError("the softmax contrast compares each context's positive with its K "
-                            "negatives: it needs variant='clapp_s'")
-        self.softmax_tau = float(softmax_tau)
+        self.soft_gate = _nonnegative("soft_gate", soft_gate, "β of the smoothed hinge; 0 = the hinge")
+        self.softmax_tau = _nonnegative("softmax_tau", softmax_tau, "the softmax contrast's temperature; 0 = the hinge")
+        _nonnegative("pred_lr", pred_lr, "W_pred's rate relative to the block's")
         if head < 0 or int(head) != head:
-            raise UserError(f"head (width of the nonlinear layer the hinge compares; 0 = none) must be "
-                            f"a whole number >= 0, got {head}")
-        if head and variant != "clapp_s":
-            raise UserError("a head sends the gate back through V's transpose, which only the "
-                            "shared-weight variant assumes: use variant='clapp_s' or head=0")
+            raise UserError(f"head (width of the nonlinear layer the contrast compares; 0 = none) must "
+                            f"be a whole number >= 0, got {head}")
         self.head = int(head)
-        if not (np.isfinite(pred_lr) and pred_lr >= 0):
-            raise UserError(f"pred_lr (W_pred's rate relative to the block's) must be >= 0, got {pred_lr}")
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
