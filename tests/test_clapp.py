@@ -416,6 +416,9 @@ def test_softmax_contrast_needs_the_clapp_s_layout():
         CLAPP(enc, views.preset("cifar10"), variant="clapp", positives="views", softmax_tau=0.5)
     with pytest.raises(UserError, match="softmax_tau"):
         CLAPP(enc, views.preset("cifar10"), variant="clapp_s", positives="views", softmax_tau=-1.0)
+    with pytest.raises(UserError, match="not both"):
+        CLAPP(enc, views.preset("cifar10"), variant="clapp_s", positives="views", softmax_tau=1.0,
+              soft_gate=2.0)
 
 
 @pytest.mark.parametrize("tau", [0.0, 1.0])

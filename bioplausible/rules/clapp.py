@@ -37,7 +37,7 @@ With W_retro = W_predᵀ the update is exactly −η ∂L_l/∂θ of the block-l
 (tests/test_clapp.py checks this against finite differences and torch autograd).  Updates are
 applied with Adam (per block), as in the paper's implementation.
 
-Optional, still local, additions on the code (all off by default):
+Optional, still local, changes to the block's loss (all off by default):
 
 * ``code_norm`` -- the hinge sees the standardised code z̃_j = (z_j − m_j) / s_j, with m_j, s_j the
   unit's mean and standard deviation over the batch, held fixed in the update (a homeostatic offset
@@ -276,8 +276,8 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
     length if ``unit_norm`` (ẑ = z / ‖z‖, differentiated exactly), plus ``decorrelate`` ν times the
     off-diagonal covariance penalty (1/D) Σ_{i≠j} C_ij² (on the codes before ``unit_norm``).
     ``soft`` > 0 smooths the hinge, ``tau`` > 0 replaces it by the softmax contrast (see
-    :func:`hinge_pairs`).  Returns what ``hinge_pairs``
-    returns (loss including the penalty; dZ with respect to the raw codes)."""
+    :func:`hinge_pairs`).  Returns what ``hinge_pairs`` returns (loss including the penalty; dZ
+    with respect to the raw codes)."""
     if code_norm:
         scale = Z.std(axis=0) + 1e-3
         Zs = (Z - Z.mean(axis=0)) / scale
@@ -381,6 +381,8 @@ class CLAPP(Rule):
         self.symmetric, self.unit_norm = bool(symmetric), bool(unit_norm)
         self.soft_gate = _nonnegative("soft_gate", soft_gate, "β of the smoothed hinge; 0 = the hinge")
         self.softmax_tau = _nonnegative("softmax_tau", softmax_tau, "the softmax contrast's temperature; 0 = the hinge")
+        if self.soft_gate and self.softmax_tau:
+            raise UserError("soft_gate smooths the hinge and softmax_tau replaces it: set one of them, not both")
         _nonnegative("pred_lr", pred_lr, "W_pred's rate relative to the block's")
         if head < 0 or int(head) != head:
             raise UserError(f"head (width of the nonlinear layer the contrast compares; 0 = none) must "
