@@ -24,6 +24,17 @@ def _save(plt, fig, out_png) -> Path:
     return out_png
 
 
+# One colour per arm of the local-vs-global comparison, the same in every figure (bars and curves).
+ARM_COLORS = {"random": "#7f7f7f", "pixels": "#bcbd22", "softhebb": "#ff7f0e", "supervised": "#8c564b",
+              "clapp": "#2ca02c", "clapp_s": "#17becf", "infonce": "#d62728", "hinge_cpc": "#9467bd",
+              "greedy_infomax": "#1f77b4", "simsiam": "#e377c2", "byol": "#393b79"}
+
+
+def label_color(label: str, i: int) -> str:
+    """An arm's fixed colour; any other label gets matplotlib's i-th colour cycle entry."""
+    return ARM_COLORS.get(str(label), f"C{i % 10}")
+
+
 def run_label(info: dict) -> str:
     cfg = info.get("config", {})
     return cfg.get("arm") or Path(str(info.get("path", "run"))).stem
@@ -44,15 +55,17 @@ def learning_curves(paths, out_png, metric: str = "test_acc", x: str = "epoch",
             by_label.setdefault(run_label(info | {"path": p}), []).append(
                 (np.asarray(m[x], float), np.asarray(m[metric], float)))
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for label, curves in by_label.items():
+    for i, (label, curves) in enumerate(by_label.items()):
         n = min(len(c[0]) for c in curves)
         xs = curves[0][0][:n]
         ys = np.stack([c[1][:n] for c in curves])
         mean = ys.mean(0)
-        ax.plot(xs, mean, marker="o", ms=3, label=f"{label} (n={len(curves)})" if len(curves) > 1 else label)
+        color = label_color(label, i)
+        ax.plot(xs, mean, marker="o", ms=3, color=color,
+                label=f"{label} (n={len(curves)})" if len(curves) > 1 else label)
         if len(curves) > 1:
             sd = ys.std(0, ddof=1)
-            ax.fill_between(xs, mean - sd, mean + sd, alpha=0.2)
+            ax.fill_between(xs, mean - sd, mean + sd, alpha=0.2, color=color)
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.set_title(title or metric)
@@ -74,7 +87,7 @@ def bars(rows: list[dict], keys: list[str], label_key: str, out_png, title: str 
         vals = [r.get(k, np.nan) for k in keys]
         errs = [r.get(k + err_suffix, 0.0) or 0.0 for k in keys]
         ax.bar(xs + i * width - 0.4 + width / 2, vals, width, yerr=errs, label=str(r[label_key]),
-               capsize=2)
+               capsize=2, color=label_color(r[label_key], i))
     ax.set_xticks(xs)
     ax.set_xticklabels(keys, rotation=20, fontsize=8)
     ax.set_ylabel(ylabel)
