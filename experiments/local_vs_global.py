@@ -97,6 +97,13 @@ CHOICES = {"dataset": ["cifar10", "fashion_mnist", "mnist"], "preset": ["quick",
            "hebb_pick": ["first", "random"], "init": ["random", "softhebb"],
            "hebb_lr_decay": ["none", "linear"]}
 
+# config key -> CLAPP keyword (a run file written before a key existed gets the key's default)
+CLAPP_OPTIONS = {"clapp_code_norm": "code_norm", "clapp_decorrelate": "decorrelate",
+                 "clapp_block_lr": "block_lr", "clapp_pred_scale": "pred_scale",
+                 "clapp_weight_decay": "weight_decay", "clapp_symmetric": "symmetric",
+                 "clapp_unit_norm": "unit_norm", "clapp_soft_gate": "soft_gate",
+                 "clapp_pred_lr": "pred_lr", "clapp_softmax_tau": "softmax_tau", "clapp_head": "head"}
+
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]
 
@@ -116,18 +123,9 @@ def make_rule(arm: str, enc, data, cfg: dict, seed: int):
     if arm == "greedy_infomax":
         return LayerWise(enc, vcfg, norm=norm, lr=cfg["lr"], temperature=cfg["temperature"], seed=seed)
     if arm in ("clapp", "clapp_s"):
-        return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"], lr=cfg["clapp_lr"],
-                     negatives=cfg["clapp_negatives"], code_norm=cfg.get("clapp_code_norm", False),
-                     decorrelate=cfg.get("clapp_decorrelate", 0.0),
-                     block_lr=cfg.get("clapp_block_lr", [1.0]),
-                     pred_scale=cfg.get("clapp_pred_scale", 0.1),
-                     weight_decay=cfg.get("clapp_weight_decay", 0.0),
-                     symmetric=cfg.get("clapp_symmetric", False),
-                     unit_norm=cfg.get("clapp_unit_norm", False),
-                     soft_gate=cfg.get("clapp_soft_gate", 0.0),
-                     pred_lr=cfg.get("clapp_pred_lr", 1.0),
-                     softmax_tau=cfg.get("clapp_softmax_tau", 0.0),
-                     head=cfg.get("clapp_head", 0), seed=seed)
+        opts = {kw: cfg.get(key, DEFAULTS[key]) for key, kw in CLAPP_OPTIONS.items()}
+        return CLAPP(enc, vcfg, variant=arm, norm=norm, positives=cfg["clapp_positives"],
+                     lr=cfg["clapp_lr"], negatives=cfg["clapp_negatives"], seed=seed, **opts)
     raise ValueError(arm)
 
 

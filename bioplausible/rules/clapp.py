@@ -231,29 +231,28 @@ def hinge_pairs(Z, ci, ti, y, w, W_pred, W_retro=None, soft: float = 0.0, tau: f
     zc, zt = Z[ci], Z[ti]
     pred = zc @ W_pred.T                              # (P, D): W_pred c
     u = np.einsum("pd,pd->p", zt, pred)
-    margin = 1.0 - y * u
     if tau > 0:
         m = int(np.count_nonzero(y > 0))
         if m == 0 or len(u) % m or np.any(y[:m] <= 0) or np.any(y[m:] > 0):
             raise UserError("the softmax contrast needs the pairs as blocks of m: m positives, then "
                             "K blocks of m negatives of the same contexts (CLAPP-s layout)")
         s_ = (u / tau).reshape(-1, m)                 # (K + 1, m): row 0 the positives
-        s_ = s_ - s_.max(axis=0)
-        p = np.exp(s_)
+        p = np.exp(s_ - s_.max(axis=0))
         p /= p.sum(axis=0)
         wj = w[:m]
         loss = float(np.sum(wj * -np.log(np.maximum(p[0], 1e-300))))
         g = p * wj / tau                              # dL/du_kj = w_j (p_kj − [k = 0]) / τ
         g[0] -= wj / tau
         gu = g.reshape(-1).astype(Z.dtype)
-    elif soft > 0:
-        bm = soft * margin
-        loss = float(np.sum(w * np.logaddexp(0.0, bm)) / soft)
-        gate = 0.5 * (1.0 + np.tanh(0.5 * bm))        # σ(β·margin), without overflow
     else:
-        gate = margin > 0
-        loss = float(np.sum(w * np.maximum(margin, 0.0)))
-    if tau <= 0:
+        margin = 1.0 - y * u
+        if soft > 0:
+            bm = soft * margin
+            loss = float(np.sum(w * np.logaddexp(0.0, bm)) / soft)
+            gate = 0.5 * (1.0 + np.tanh(0.5 * bm))    # σ(β·margin), without overflow
+        else:
+            gate = margin > 0
+            loss = float(np.sum(w * np.maximum(margin, 0.0)))
         gu = (-(y * gate) * w).astype(Z.dtype)         # dL/du = −γ·w
     retro = zt @ (W_pred if W_retro is None else W_retro.T)   # (P, D): W_retro z
     dZ = np.zeros_like(Z)
