@@ -92,7 +92,9 @@ def _cmd_report(args):
     if args.plot:
         from .plots import learning_curves
 
-        out = learning_curves(paths, Path(args.plot) / f"curves-{args.metric}.png", metric=args.metric)
+        labels = args.labels.split(",") if args.labels else None
+        out = learning_curves(paths, Path(args.plot) / f"curves-{args.metric}.png", metric=args.metric,
+                              labels=labels)
         print(f"figure: {out}")
     return 0
 
@@ -146,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plot", metavar="DIR", default=None, help="write figures to DIR")
     rep.add_argument("--metric", default="test_acc", help="metric for the learning-curve figure")
     rep.add_argument("--columns", default=None, help="comma-separated columns to show")
+    rep.add_argument("--labels", default=None,
+                     help="comma-separated legend labels for the learning-curve figure, one per run "
+                          "file in the order of the table's rows (default: the arm, plus the folder when runs of "
+                          "one arm differ in more than the seed)")
     rep.set_defaults(fn=_cmd_report)
     sw = sub.add_parser("sweep", help="run an experiment over a parameter grid and seeds",
                         description="Run an experiment at every point of a grid x seeds, in local "

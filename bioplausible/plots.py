@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 
 def _plt():
     import matplotlib
@@ -30,9 +32,20 @@ ARM_COLORS = {"random": "#7f7f7f", "pixels": "#bcbd22", "softhebb": "#ff7f0e", "
               "greedy_infomax": "#1f77b4", "simsiam": "#e377c2", "byol": "#393b79"}
 
 
+# Lines and bars that are not one arm (a condition's own label) take these, in turn: none of them
+# is an arm's colour, so a condition is never drawn in the colour of an arm it is compared with.
+OTHER_COLORS = ["#000000", "#a6761d", "#e6ab02", "#66a61e", "#7570b3", "#e7298a", "#1b9e77",
+                "#d95f02", "#a6cee3", "#fb9a99"]
+
+
 def label_color(label: str, i: int) -> str:
-    """An arm's fixed colour; any other label gets matplotlib's i-th colour cycle entry."""
-    return ARM_COLORS.get(str(label), f"C{i % 10}")
+    """An arm's fixed colour; any other label gets the i-th of :data:`OTHER_COLORS`."""
+    return ARM_COLORS.get(str(label), OTHER_COLORS[i % len(OTHER_COLORS)])
+
+
+def _setting(cfg: dict) -> str:
+    """A run's settings apart from its seed (and where it was written), as one comparable string."""
+    return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in ("seed", "seeds", "out")))
 
 
 def run_label(info: dict) -> str:
@@ -41,19 +54,36 @@ def run_label(info: dict) -> str:
 
 
 def learning_curves(paths, out_png, metric: str = "test_acc", x: str = "epoch",
-                    group: str = "epoch", title: str | None = None) -> Path:
-    """``metric`` against ``x`` (from the ``group`` metrics) for each run file, one line per run;
-    runs with the same label (seeds) are drawn as mean ± sd."""
+                    group: str = "epoch", title: str | None = None,
+                    labels: list[str] | None = None) -> Path:
+    """``metric`` against ``x`` (from the ``group`` metrics) for each run file, one line per label;
+    runs with the same label that differ only in their seed are drawn as mean ± sd.  ``labels``
+    (one per path) names the lines; by default a run is labelled by its arm, and runs of one arm
+    whose settings differ in more than the seed get their folder's name added, so that two
+    conditions are never averaged as if they were seeds."""
     from .store import read_run
 
+    paths = list(paths)
+    if labels is not None and len(labels) != len(paths):
+        raise UserError(f"{len(labels)} labels for {len(paths)} run files: give one label per file")
     plt = _plt()
-    by_label: dict[str, list] = {}
-    for p in paths:
+    runs = []
+    for i, p in enumerate(paths):
         info = read_run(p)
         m = info["metrics"].get(group, {})
         if metric in m and x in m:
-            by_label.setdefault(run_label(info | {"path": p}), []).append(
-                (np.asarray(m[x], float), np.asarray(m[metric], float)))
+            label = labels[i] if labels is not None else run_label(info | {"path": p})
+            runs.append((label, Path(p), _setting(info.get("config", {})),
+                         (np.asarray(m[x], float), np.asarray(m[metric], float))))
+    if labels is None:
+        settings: dict[str, set] = {}
+        for label, _, setting, _ in runs:
+            settings.setdefault(label, set()).add(setting)
+        runs = [(f"{label} ({p.parent.name})" if len(settings[label]) > 1 else label, p, s, c)
+                for label, p, s, c in runs]
+    by_label: dict[str, list] = {}
+    for label, _, _, curve in runs:
+        by_label.setdefault(label, []).append(curve)
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for i, (label, curves) in enumerate(by_label.items()):
         n = min(len(c[0]) for c in curves)
