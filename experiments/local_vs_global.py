@@ -18,7 +18,8 @@ split; 3 seeds on the test set in experiments/README.md): ``--set init=softhebb 
 --set clapp_block_lr=0,1,1`` -- CIFAR-10 block-3 GAP probe 57.4 % (random init 49.7 %, InfoNCE
 from the same Hebbian start 61.0 %).  Adding ``--set clapp_head=256 --set clapp_softmax_tau=2``
 (CPC's softmax contrast over a rectified head instead of CLAPP's hinge; still block-local) gives
-58.2 %.
+58.2 %.  Two epochs are the local arms' best case: they stop improving after about two, while
+InfoNCE and Greedy InfoMax keep climbing (held-out, 4 epochs: experiments/README.md).
 
 ``--set holdout=N`` (the protocol's model selection): N images of the training split, drawn at
 random once (a fixed draw, the same for every seed and arm -- not the last N: the stored CIFAR-10
