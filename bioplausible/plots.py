@@ -59,8 +59,8 @@ def learning_curves(paths, out_png, metric: str = "test_acc", x: str = "epoch",
     """``metric`` against ``x`` (from the ``group`` metrics) for each run file, one line per label;
     runs with the same label that differ only in their seed are drawn as mean ± sd.  ``labels``
     (one per path) names the lines; by default a run is labelled by its arm, and runs of one arm
-    whose settings differ in more than the seed get their folder's name added, so that two
-    conditions are never averaged as if they were seeds."""
+    whose settings differ in more than the seed get their folder's name added, so that conditions
+    kept in different folders are not averaged as if they were seeds."""
     from .store import read_run
 
     paths = list(paths)
