@@ -73,6 +73,7 @@ DEFAULTS = {
     "clapp_pred_lr": 1.0,       # W_pred's learning rate relative to its block's (0 = fixed random predictor)
     "clapp_softmax_tau": 0.0,   # clapp_s: τ > 0 = CPC's softmax contrast over the K + 1 targets instead of the hinge
     "clapp_head": 0,            # clapp_s: n > 0 = the hinge compares relu(V z) (n units) instead of the code z
+    "clapp_head_out": 0,        # with clapp_head: m > 0 = a linear output layer, g = V2 relu(V z) (m units)
     "init": "random",           # starting encoder of the trained arms: random | softhebb (see below)
     "hebb_images": 10000,       # init=softhebb / arm softhebb: unlabelled images the rule sees per block
     "hebb_pick": "random",      # which: random (a seeded draw over all classes) | first (the first
@@ -103,7 +104,8 @@ CLAPP_OPTIONS = {"clapp_code_norm": "code_norm", "clapp_decorrelate": "decorrela
                  "clapp_block_lr": "block_lr", "clapp_pred_scale": "pred_scale",
                  "clapp_weight_decay": "weight_decay", "clapp_symmetric": "symmetric",
                  "clapp_unit_norm": "unit_norm", "clapp_soft_gate": "soft_gate",
-                 "clapp_pred_lr": "pred_lr", "clapp_softmax_tau": "softmax_tau", "clapp_head": "head"}
+                 "clapp_pred_lr": "pred_lr", "clapp_softmax_tau": "softmax_tau", "clapp_head": "head",
+                 "clapp_head_out": "head_out"}
 
 BLOCK_KEYS = ["probe2x2_b{}", "probe_gap_b{}"]
 SUMMARY_KEYS = ["probe2x2_b3", "probe_gap_b3", "few10_b3", "few100_b3", "knn_b3"]

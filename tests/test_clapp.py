@@ -421,28 +421,34 @@ def test_softmax_contrast_needs_the_clapp_s_layout():
               soft_gate=2.0)
 
 
-@pytest.mark.parametrize("tau", [0.0, 1.0])
-def test_head_gradient_finite_differences(tau):
-    """With a head, the loss is the hinge (or softmax contrast) on g = relu(V z); head_backward's
-    ∂L/∂z and ∂L/∂V and code_terms' ∂L/∂W_pred match float64 finite differences of a naive loop."""
+@pytest.mark.parametrize("tau,out", [(0.0, 0), (1.0, 0), (0.0, 3), (1.0, 3)])
+def test_head_gradient_finite_differences(tau, out):
+    """With a head, the loss is the hinge (or softmax contrast) on g = relu(V z), or on
+    g = V2 relu(V z) with an output layer; head_backward's ∂L/∂z, ∂L/∂V (and ∂L/∂V2) and
+    code_terms' ∂L/∂W_pred match float64 finite differences of a naive loop."""
     from bioplausible.rules.clapp import code_terms, head_backward, head_forward
 
     rng = np.random.default_rng(12)
     m, K, D, n = 4, 2, 5, 6
     Z = np.abs(rng.standard_normal((2 * m, D)))
     V = rng.standard_normal((n, D)) * np.sqrt(2.0 / D)
-    W = 0.4 * rng.standard_normal((n, n))
+    V2 = rng.standard_normal((out, n)) / np.sqrt(n) if out else None
+    W = 0.4 * rng.standard_normal((out or n, out or n))
     ci = np.tile(np.arange(m), K + 1)
     ti = np.concatenate([m + np.arange(m)] + [m + np.roll(np.arange(m), k + 1) for k in range(K)])
     y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
     w = np.concatenate([np.full(m, 1 / m)] + [np.full(m, 1 / (m * K))] * K)
-    G, pre = head_forward(Z, V)
+    G, pre = head_forward(Z, V, V2)
     assert 0 < np.count_nonzero(pre > 0) < pre.size            # both sides of the ReLU are used
     loss, dG, dW, _, _ = code_terms(G, ci, ti, y, w, W, None, tau=tau)
-    dZ, dV = head_backward(Z, V, pre, dG)
+    dZ, dV, dV2 = head_backward(Z, V, pre, dG, V2)
+    assert (dV2 is None) == (V2 is None)
 
     def f():
         g = np.maximum(Z @ V.T, 0.0)
+        if out:
+            g = np.array([[sum(V2[o, j] * g[b, j] for j in range(n)) for o in range(out)]
+                          for b in range(len(g))])
         u = np.array([g[t] @ W @ g[c] for c, t in zip(ci, ti)])
         if tau:
             s = (u / tau).reshape(K + 1, m)
@@ -450,8 +456,11 @@ def test_head_gradient_finite_differences(tau):
         return float(np.sum(w * np.maximum(0.0, 1.0 - y * u)))
 
     assert _rel(loss, f()) < 1e-12
-    for arr, grad, idxs in ((Z, dZ, [(0, 0), (5, 3), (7, 4)]), (V, dV, [(0, 0), (2, 4), (5, 1)]),
-                            (W, dW, [(0, 1), (3, 3), (5, 2)])):
+    checks = [(Z, dZ, [(0, 0), (5, 3), (7, 4)]), (V, dV, [(0, 0), (2, 4), (5, 1)]),
+              (W, dW, [(0, 1), (1, 1), (2, 2)])]
+    if out:
+        checks.append((V2, dV2, [(0, 0), (1, 3), (2, 5)]))
+    for arr, grad, idxs in checks:
         for idx in idxs:
             assert _rel(grad[idx], _fd(f, arr, idx)) < 1e-6, idx
 
@@ -471,7 +480,14 @@ def test_rule_with_a_head_learns_and_rejects_bad_heads():
     x = np.random.default_rng(5).standard_normal((16, 12, 12, 1)).astype(np.float32)  # synthetic
     m = rule.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
     assert np.isfinite(m["loss"]) and all(np.any(P["head"] != b) for P, b in zip(rule.preds, before))
+    two = CLAPP(enc, views.preset("fashion_mnist"), variant="clapp_s", positives="views",
+                negatives=2, head=16, head_out=8, lr=1e-2, seed=0)           # g = V2 relu(V z)
+    assert all(P["w_pred"].shape == (8, 8) and P["head2"].shape == (8, 16) for P in two.preds)
+    before = [P["head2"].copy() for P in two.preds]
+    m = two.step(enc, {"x": x, "y": None, "rng": np.random.default_rng(1)})
+    assert np.isfinite(m["loss"]) and all(np.any(P["head2"] != b) for P, b in zip(two.preds, before))
     for kw in ({"variant": "clapp", "head": 8}, {"variant": "clapp_s", "head": 2.5},
-               {"variant": "clapp_s", "head": -1}):
+               {"variant": "clapp_s", "head": -1}, {"variant": "clapp_s", "head_out": 4},
+               {"variant": "clapp_s", "head": 8, "head_out": 1.5}):
         with pytest.raises(UserError, match="head"):
             CLAPP(enc, views.preset("fashion_mnist"), positives="views", **kw)

@@ -60,6 +60,10 @@ Optional, still local, changes to the block's loss (all off by default):
   the invariance can be learned in g while z keeps more of its input).  V learns with the same gate
   (ΔV ∝ −(ρ' ⊙ ∂L/∂g) zᵀ) and the block's update receives Vᵀ(ρ' ⊙ ∂L/∂g) -- the weight symmetry
   CLAPP-s already assumes for W_retro = W_predᵀ.
+* ``head_out`` m (with ``head`` n) -- a two-layer head like SimCLR's and Greedy InfoMax's MLP:
+  g(z) = V₂ ρ(V₁ z), n rectified units then m linear ones, u = g(z_t)ᵀ W_pred g(z_c) (W_pred is
+  m × m).  V₂ learns with the gate as W_pred does (ΔV₂ ∝ −(∂L/∂g) hᵀ, h = ρ(V₁ z)); V₁ and the
+  block receive the error through V₂ᵀ and then V₁ᵀ (the same symmetry, one layer more).
 * ``decorrelate`` ν -- lateral decorrelation inside the block: ν · (1/D) Σ_{i≠j} C_ij² is added to the
   block's loss, C the batch covariance of the (standardised, if ``code_norm``) codes, whose gradient
   (4ν / (D(n−1))) X offdiag(C) (X the centred codes) is an anti-Hebbian lateral term: each unit is
@@ -304,22 +308,29 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
     return loss, dZ.astype(Z.dtype, copy=False), dWp, dWr, u
 
 
-def head_forward(Z, V):
-    """g = ρ(V z) for every code (ρ = ReLU); without a head (``V`` None) the codes themselves.
-    Returns (g, the head's pre-activation or None)."""
+def head_forward(Z, V, V2=None):
+    """g = ρ(V z) for every code (ρ = ReLU), or g = V₂ ρ(V z) with an output layer ``V2``; without
+    a head (``V`` None) the codes themselves.  Returns (g, the head's pre-activation or None)."""
     if V is None:
         return Z, None
     pre = Z @ V.T
-    return np.maximum(pre, 0.0), pre
+    h = np.maximum(pre, 0.0)
+    return (h if V2 is None else h @ V2.T), pre
 
 
-def head_backward(Z, V, pre, dG):
-    """∂L/∂z = Vᵀ (ρ'(V z) ⊙ ∂L/∂g) and ∂L/∂V = (ρ'(V z) ⊙ ∂L/∂g) zᵀ summed over the batch; without
-    a head, (dG, None)."""
+def head_backward(Z, V, pre, dG, V2=None):
+    """Gradients through the head, summed over the batch: with g = ρ(V z), ∂L/∂z = Vᵀ (ρ'(V z) ⊙
+    ∂L/∂g) and ∂L/∂V = (ρ'(V z) ⊙ ∂L/∂g) zᵀ; with an output layer, g = V₂ h, h = ρ(V z):
+    ∂L/∂V₂ = (∂L/∂g) hᵀ and ∂L/∂h = V₂ᵀ ∂L/∂g takes the place of ∂L/∂g.  Returns (∂L/∂z, ∂L/∂V,
+    ∂L/∂V₂); without a head (dG, None, None), without an output layer ∂L/∂V₂ is None."""
     if V is None:
-        return dG, None
+        return dG, None, None
+    dV2 = None
+    if V2 is not None:
+        dV2 = dG.T @ np.maximum(pre, 0.0)
+        dG = dG @ V2
     dpre = dG * (pre > 0)
-    return (dpre @ V).astype(Z.dtype, copy=False), dpre.T @ Z
+    return (dpre @ V).astype(Z.dtype, copy=False), dpre.T @ Z, dV2
 
 
 def patch_grid(x: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, int, int]:
@@ -351,7 +362,8 @@ class CLAPP(Rule):
                  k: int = 1, pred_scale: float = 0.1, code_norm: bool = False,
                  decorrelate: float = 0.0, sparse_below: float = 0.8, block_lr=None,
                  symmetric: bool = False, unit_norm: bool = False, soft_gate: float = 0.0,
-                 pred_lr: float = 1.0, softmax_tau: float = 0.0, head: int = 0, seed: int = 0):
+                 pred_lr: float = 1.0, softmax_tau: float = 0.0, head: int = 0, head_out: int = 0,
+                 seed: int = 0):
         """``block_lr`` -- per-block factor s_l on the learning rate: block l (its feed-forward
         weights, W_pred and W_retro) learns with η_l = s_l · ``lr``.  One value applies to every
         block; ``None`` means 1 everywhere.  s_l = 0 freezes block l: it still encodes its input
@@ -387,6 +399,13 @@ class CLAPP(Rule):
             raise UserError(f"head (width of the nonlinear layer the contrast compares; 0 = none) must "
                             f"be a whole number >= 0, got {head}")
         self.head = int(head)
+        if head_out < 0 or int(head_out) != head_out:
+            raise UserError(f"head_out (width of the head's linear output layer; 0 = none) must be a "
+                            f"whole number >= 0, got {head_out}")
+        if head_out and not self.head:
+            raise UserError("head_out is the output layer of a head: set head (its rectified "
+                            "layer's width) too, or head_out=0")
+        self.head_out = int(head_out)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -423,12 +442,15 @@ class CLAPP(Rule):
         self.preds = []
         rng_head = np.random.default_rng([seed, 9])
         for i, (b, d) in enumerate(zip(encoder.blocks, encoder.code_dims)):
-            dp = self.head or d
+            dp = self.head_out or self.head or d
             mats = {"w_pred": (pred_scale * rng.standard_normal((dp, dp)) / np.sqrt(dp)).astype(np.float32)}
             if variant == "clapp":
                 mats["w_retro"] = (pred_scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
             if self.head:      # He init: the head's units start active for about half the codes
-                mats["head"] = (rng_head.standard_normal((dp, d)) * np.sqrt(2.0 / d)).astype(np.float32)
+                mats["head"] = (rng_head.standard_normal((self.head, d)) * np.sqrt(2.0 / d)).astype(np.float32)
+            if self.head_out:  # a linear layer keeps the variance of its input
+                mats["head2"] = (rng_head.standard_normal((self.head_out, self.head))
+                                 / np.sqrt(self.head)).astype(np.float32)
             self.preds.append(mats)
             self.modules[f"pred{i}"] = [mats]
             if pred_lr == 1.0:
@@ -511,11 +533,11 @@ class CLAPP(Rule):
             Z = Block.code(out)
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
-                G, hpre = head_forward(Z, P.get("head"))
+                G, hpre = head_forward(Z, P.get("head"), P.get("head2"))
                 loss, dG, dWp, dWr, u = code_terms(G, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
                                                    self.code_norm, self.decorrelate, self.unit_norm,
                                                    self.soft_gate, self.softmax_tau)
-                dZ, dV = head_backward(Z, P.get("head"), hpre, dG)
+                dZ, dV, dV2 = head_backward(Z, P.get("head"), hpre, dG, P.get("head2"))
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
@@ -527,6 +549,8 @@ class CLAPP(Rule):
                 pg["w_retro"] = dWr
             if dV is not None:
                 pg["head"] = dV
+            if dV2 is not None:
+                pg["head2"] = dV2
             if f"pred{i}" in self.optimizers:
                 self.optimizers[f"block{i}"].step(grads)
                 self.optimizers[f"pred{i}"].step([pg])
