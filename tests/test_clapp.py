@@ -438,10 +438,10 @@ def test_head_gradient_finite_differences(tau, out):
     ti = np.concatenate([m + np.arange(m)] + [m + np.roll(np.arange(m), k + 1) for k in range(K)])
     y = np.concatenate([np.ones(m)] + [-np.ones(m)] * K)
     w = np.concatenate([np.full(m, 1 / m)] + [np.full(m, 1 / (m * K))] * K)
-    G, pre = head_forward(Z, V, V2)
-    assert 0 < np.count_nonzero(pre > 0) < pre.size            # both sides of the ReLU are used
+    G, h = head_forward(Z, V, V2)
+    assert 0 < np.count_nonzero(h > 0) < h.size            # both sides of the ReLU are used
     loss, dG, dW, _, _ = code_terms(G, ci, ti, y, w, W, None, tau=tau)
-    dZ, dV, dV2 = head_backward(Z, V, pre, dG, V2)
+    dZ, dV, dV2 = head_backward(Z, V, h, dG, V2)
     assert (dV2 is None) == (V2 is None)
 
     def f():

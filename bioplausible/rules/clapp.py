@@ -310,15 +310,15 @@ def code_terms(Z, ci, ti, y, w, W_pred, W_retro=None, code_norm: bool = False,
 
 def head_forward(Z, V, V2=None):
     """g = ρ(V z) for every code (ρ = ReLU), or g = V₂ ρ(V z) with an output layer ``V2``; without
-    a head (``V`` None) the codes themselves.  Returns (g, the head's pre-activation or None)."""
+    a head (``V`` None) the codes themselves.  Returns (g, h = ρ(V z) or None) -- h is all the
+    backward pass needs (ρ'(V z) = [h > 0])."""
     if V is None:
         return Z, None
-    pre = Z @ V.T
-    h = np.maximum(pre, 0.0)
-    return (h if V2 is None else h @ V2.T), pre
+    h = np.maximum(Z @ V.T, 0.0)
+    return (h if V2 is None else h @ V2.T), h
 
 
-def head_backward(Z, V, pre, dG, V2=None):
+def head_backward(Z, V, h, dG, V2=None):
     """Gradients through the head, summed over the batch: with g = ρ(V z), ∂L/∂z = Vᵀ (ρ'(V z) ⊙
     ∂L/∂g) and ∂L/∂V = (ρ'(V z) ⊙ ∂L/∂g) zᵀ; with an output layer, g = V₂ h, h = ρ(V z):
     ∂L/∂V₂ = (∂L/∂g) hᵀ and ∂L/∂h = V₂ᵀ ∂L/∂g takes the place of ∂L/∂g.  Returns (∂L/∂z, ∂L/∂V,
@@ -327,9 +327,9 @@ def head_backward(Z, V, pre, dG, V2=None):
         return dG, None, None
     dV2 = None
     if V2 is not None:
-        dV2 = dG.T @ np.maximum(pre, 0.0)
+        dV2 = dG.T @ h
         dG = dG @ V2
-    dpre = dG * (pre > 0)
+    dpre = dG * (h > 0)
     return (dpre @ V).astype(Z.dtype, copy=False), dpre.T @ Z, dV2
 
 
@@ -349,6 +349,12 @@ def _nonnegative(name: str, value, meaning: str) -> float:
     if not (np.isfinite(value) and value >= 0):
         raise UserError(f"{name} ({meaning}) must be >= 0, got {value}")
     return float(value)
+
+
+def _width(name: str, value, meaning: str) -> int:
+    if value < 0 or int(value) != value:
+        raise UserError(f"{name} ({meaning}; 0 = none) must be a whole number >= 0, got {value}")
+    return int(value)
 
 
 class CLAPP(Rule):
@@ -395,17 +401,11 @@ class CLAPP(Rule):
         if self.soft_gate and self.softmax_tau:
             raise UserError("soft_gate smooths the hinge and softmax_tau replaces it: set one of them, not both")
         _nonnegative("pred_lr", pred_lr, "W_pred's rate relative to the block's")
-        if head < 0 or int(head) != head:
-            raise UserError(f"head (width of the nonlinear layer the contrast compares; 0 = none) must "
-                            f"be a whole number >= 0, got {head}")
-        self.head = int(head)
-        if head_out < 0 or int(head_out) != head_out:
-            raise UserError(f"head_out (width of the head's linear output layer; 0 = none) must be a "
-                            f"whole number >= 0, got {head_out}")
-        if head_out and not self.head:
+        self.head = _width("head", head, "width of the nonlinear layer the contrast compares")
+        self.head_out = _width("head_out", head_out, "width of the head's linear output layer")
+        if self.head_out and not self.head:
             raise UserError("head_out is the output layer of a head: set head (its rectified "
                             "layer's width) too, or head_out=0")
-        self.head_out = int(head_out)
         if negatives < 1:
             raise UserError(f"negatives must be >= 1, got {negatives}")
         if not (np.isfinite(pred_scale) and pred_scale > 0):
@@ -533,11 +533,11 @@ class CLAPP(Rule):
             Z = Block.code(out)
             P = self.preds[i]
             with one_blas_thread():       # small products: a second BLAS thread only costs waits
-                G, hpre = head_forward(Z, P.get("head"), P.get("head2"))
+                G, hid = head_forward(Z, P.get("head"), P.get("head2"))
                 loss, dG, dWp, dWr, u = code_terms(G, ci, ti, y, w, P["w_pred"], P.get("w_retro"),
                                                    self.code_norm, self.decorrelate, self.unit_norm,
                                                    self.soft_gate, self.softmax_tau)
-                dZ, dV, dV2 = head_backward(Z, P.get("head"), hpre, dG, P.get("head2"))
+                dZ, dV, dV2 = head_backward(Z, P.get("head"), hid, dG, P.get("head2"))
             # Only inputs whose modulator reaches them (an active hinge, as target or context)
             # change synapses; the others have δ = 0 and are skipped when they are many.
             plastic = np.flatnonzero(np.any(dZ != 0, axis=1))
